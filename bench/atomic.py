@@ -1,0 +1,61 @@
+"""Crash-safe file writes: a reader sees the old file or the new one, never half of either.
+
+The data goes to a temporary file in the target's own directory (so :func:`os.replace` is a rename
+on one filesystem), is fsynced, renamed over the target, and then the directory entry is fsynced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644) -> Path:
+    """Write ``data`` (str is UTF-8 encoded) to ``path`` atomically; returns the path.
+
+    ``mode`` is applied to the temporary file before any byte is written, so a private file
+    (``mode=0o600``) is never readable by others, not even for a moment.
+    """
+    target = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    directory = target.parent if str(target.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(directory)
+    return target
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> Path:
+    """Serialize ``obj`` as JSON (trailing newline) and write it atomically."""
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n"
+    return write_atomic(path, text)
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Persist a directory's entries (renames, creations). A no-op where directories can't be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,53 @@
+"""`nanobench verify RUN_DIR [--pins FILE] [--trusted-keys FILE] [--json]`: check a result bundle.
+
+Exit status 0 only if every check holds; otherwise 1, with the first failure named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.verify import load_pins, verify_bundle
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="check a run bundle: file hashes, signature, schema, recomputed costs, workload pins",
+        description="Verify a signed run bundle offline. Exit 0 only if every check holds.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run (bundle) directory")
+    parser.add_argument("--pins", metavar="FILE", help="JSON (or .toml) file of expected workload hashes")
+    parser.add_argument(
+        "--trusted-keys",
+        metavar="FILE",
+        help="file of trusted public keys (hex) or fingerprints, one per line ('#' comments allowed)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.set_defaults(func=run)
+
+
+def _read_trusted(path: str) -> list[str]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        pins = load_pins(args.pins) if args.pins else None
+        trusted = _read_trusted(args.trusted_keys) if args.trusted_keys else None
+    except (OSError, ValueError) as exc:
+        print(f"FAIL [input] {exc}", file=sys.stderr)
+        return 1
+    report = verify_bundle(args.run_dir, pins=pins, trusted_keys=trusted)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for check in report.checks:
+            status = "skip" if check.skipped else ("ok" if check.ok else "FAIL")
+            print(f"  {status:4} {check.name}: {check.message}")
+        print(report.message, file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1

@@ -1,0 +1,174 @@
+"""`bench.toml` -> frozen, validated configuration.
+
+A preset resolves into a :class:`nanochat_core.config.WorkloadConfig` (the workload's math) plus the
+harness-side :class:`Checks` of that preset. Every key is checked: unknown keys, wrong types and
+out-of-range values raise :class:`ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nanochat_core.config import ConfigError, WorkloadConfig, from_dict
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "bench.toml"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HarnessConfig:
+    runs_dir: str = "runs"
+    cache_dir: str = "~/.cache/nanobench"
+    price_kind: str = "on-demand"
+    price_source: str = ""
+    idle_baseline_seconds: float = 2.0
+    power_interval_seconds: float = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checks:
+    probe_steps: int = 8  # pretraining steps re-run in a fresh process for the determinism probe
+    val_bpb_band: tuple[float, float] = (0.0, float("inf"))  # final val bpb must fall inside
+    val_bpb_band_source: str = "none recorded"
+    close_rel_tol: float = 1e-4  # 'close' determinism: max relative loss difference
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    workload: WorkloadConfig
+    checks: Checks
+
+    def config_sha256(self) -> str:
+        return sha256_json(self.workload.to_dict())
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    path: Path
+    harness: HarnessConfig
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def preset(self, name: str) -> Preset:
+        if name not in self.presets:
+            raise ConfigError(f"unknown preset '{name}'; allowed: {', '.join(sorted(self.presets))}")
+        raw = _resolve_inherit(self.presets, name, [])
+        checks = from_dict(Checks, raw.pop("checks", {}), f"presets.{name}.checks")
+        workload = from_dict(WorkloadConfig, {"preset": name, **raw}, f"presets.{name}")
+        validate_workload(workload)
+        return Preset(name, workload, checks)
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(os.path.expanduser(self.harness.cache_dir))
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> BenchConfig:
+    path = Path(path) if path else DEFAULT_CONFIG_PATH
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    allowed = {"harness", "presets"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key '{unknown[0]}'; allowed keys: {', '.join(sorted(allowed))}")
+    harness = from_dict(HarnessConfig, data.get("harness", {}), "harness")
+    if harness.price_kind not in PRICE_KINDS:
+        raise ConfigError(f"'harness.price_kind' must be one of {', '.join(PRICE_KINDS)}, got {harness.price_kind!r}")
+    if harness.power_interval_seconds <= 0 or harness.power_interval_seconds > 0.1:
+        raise ConfigError("'harness.power_interval_seconds' must be in (0, 0.1] (>= 10 Hz sampling)")
+    presets = data.get("presets", {})
+    if not isinstance(presets, dict) or not presets:
+        raise ConfigError(f"{path}: no [presets.<name>] tables")
+    cfg = BenchConfig(path, harness, presets)
+    for name in presets:  # fail early, naming the preset and key
+        cfg.preset(name)
+    return cfg
+
+
+PRICE_KINDS = ("on-demand", "spot", "owned")
+
+
+def _resolve_inherit(presets: dict[str, Any], name: str, seen: list[str]) -> dict[str, Any]:
+    if name in seen:
+        raise ConfigError(f"presets: inheritance cycle {' -> '.join(seen + [name])}")
+    raw = copy.deepcopy(presets[name])
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'presets.{name}' must be a table")
+    parent = raw.pop("inherit", None)
+    if parent is None:
+        return raw
+    if parent not in presets:
+        raise ConfigError(f"'presets.{name}.inherit' names unknown preset '{parent}'; allowed: {', '.join(sorted(presets))}")
+    base = _resolve_inherit(presets, parent, seen + [name])
+    return _deep_merge(base, raw)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# (section, field) -> (predicate, description of what is allowed)
+_RULES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("tokenizer", "vocab_size"): (lambda v: 265 <= v <= 2**20, "an integer in [265, 1048576]"),
+    ("tokenizer", "max_chars"): (lambda v: v > 0, "a positive integer"),
+    ("tokenizer", "doc_cap"): (lambda v: v > 0, "a positive integer"),
+    ("data", "source"): (lambda v: v in ("shipped", "fineweb-edu"), "'shipped' or 'fineweb-edu'"),
+    ("data", "num_shards"): (lambda v: 2 <= v <= 1823, "an integer in [2, 1823]"),
+    ("data", "shards_first"): (lambda v: v >= 1, "a positive integer"),
+    ("pretrain", "depth"): (lambda v: 1 <= v <= 64, "an integer in [1, 64]"),
+    ("pretrain", "seq_len"): (lambda v: v >= 8 and v & (v - 1) == 0, "a power of two >= 8"),
+    ("pretrain", "total_batch_tokens"): (lambda v: v > 0, "a positive integer"),
+    ("pretrain", "device_batch_size"): (lambda v: v >= 0, "0 (auto) or a positive integer"),
+    ("pretrain", "matrix_lr"): (lambda v: v > 0, "a positive number"),
+    ("pretrain", "embedding_lr"): (lambda v: v > 0, "a positive number"),
+    ("pretrain", "unembedding_lr"): (lambda v: v > 0, "a positive number"),
+    ("pretrain", "warmup_ratio"): (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("pretrain", "warmdown_ratio"): (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("pretrain", "final_lr_frac"): (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("pretrain", "grad_clip"): (lambda v: v >= 0, "a number >= 0 (0 disables)"),
+    ("pretrain", "eval_tokens"): (lambda v: v > 0, "a positive integer"),
+    ("base_eval", "bundle"): (lambda v: v in ("download", "offline"), "'download' or 'offline'"),
+    ("base_eval", "core_max_per_task"): (lambda v: v == -1 or v > 0, "-1 (all) or a positive integer"),
+    ("chat_eval", "source"): (lambda v: v in ("mid", "sft", "rl"), "'mid', 'sft' or 'rl'"),
+    ("chat_eval", "temperature"): (lambda v: 0 <= v <= 2, "a number in [0, 2]"),
+    ("sft", "init_lr_frac"): (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("mid_train", "init_lr_frac"): (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("rl", "init_lr_frac"): (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("rl", "num_samples"): (lambda v: v >= 1, "a positive integer"),
+}
+
+
+def validate_workload(w: WorkloadConfig) -> None:
+    for (section, name), (ok, allowed) in _RULES.items():
+        value = getattr(getattr(w, section), name)
+        if not ok(value):
+            raise ConfigError(f"'presets.{w.preset}.{section}.{name}' must be {allowed}, got {value!r}")
+    pc = w.pretrain
+    if pc.total_batch_tokens % pc.seq_len:
+        raise ConfigError(
+            f"'presets.{w.preset}.pretrain.total_batch_tokens' ({pc.total_batch_tokens}) must be a multiple of seq_len ({pc.seq_len})"
+        )
+    if pc.num_iterations <= 0 and pc.target_param_data_ratio <= 0:
+        raise ConfigError(f"'presets.{w.preset}.pretrain': set num_iterations > 0 or target_param_data_ratio > 0")
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list).encode()).hexdigest()
+
+
+def workload_to_json(w: WorkloadConfig) -> str:
+    return json.dumps(dataclasses.asdict(w), indent=2, sort_keys=True)

@@ -1,0 +1,1 @@
+"""Evaluations of base and chat models (CORE, bpb, chat tasks) and the data they need."""

@@ -1,0 +1,389 @@
+"""CORE scoring of a base model (spec section 7), with nanochat's exact per-example semantics.
+
+Per task: rows in nanochat's order (see :mod:`nanochat_core.evals.core_tasks`), cropped to
+``max_per_task`` when > 0. For example ``idx`` the few-shot examples are
+``random.Random(1234 + idx).sample([i for i in range(n) if i != idx], k)`` over the cropped rows.
+
+Prompts (shots are rendered like the query with its gold answer, each followed by a blank line):
+
+- multiple_choice: ``shots + query + delim + choice`` per choice; the scored continuation is what
+  follows the longest common token prefix of the choices' prompts.
+- schema: ``shots + context_option + delim + continuation`` per option (a shot uses its gold
+  option); the scored span is the longest common token suffix.
+- language_modeling: contexts are whitespace-trimmed; the prompt without the continuation is
+  trimmed too (so its trailing delimiter space cannot merge into the next token) and must be a
+  token prefix of the prompt with it; correct iff greedy argmax reproduces every continuation token.
+
+MC/schema predict the option with the lowest mean cross-entropy over its span (first one on ties,
+Python ``min`` semantics, NaN included). Every prompt starts with BOS; rows are right-padded with
+BOS (causal attention makes padding invisible to real positions). Rows longer than the model can
+address are cropped from the left, shifting the span with them; nanochat never crops its own model
+(its rotary table covers 10x seq_len), and neither does this unless a prompt exceeds that capacity.
+
+Batching: one forward pass takes whole examples (all their choices) up to ``batch_size`` rows;
+an example with more rows than that gets a pass of its own, so ``batch_size=1`` reproduces
+nanochat's one-example-per-pass shapes exactly. The grouping is computed from the global example
+order and groups are strided across ranks, so results do not depend on the number of ranks.
+Per-example correctness is all-reduced (SUM); centered = (acc - b) / (1 - b), b = baseline% / 100;
+the aggregate is the unweighted mean of the centered values of the tasks that ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from nanochat_core.evals.core_tasks import CoreTask, core_label, load_task_rows
+
+FEWSHOT_SEED_BASE = 1234
+SHOT_SEPARATOR = "\n\n"
+
+
+# ---- prompts --------------------------------------------------------------------------------------
+def render_mc_prompts(item: dict, delimiter: str, shots: Sequence[dict] = ()) -> list[str]:
+    """One prompt per choice: shots ("query + delim + gold choice" + blank line) + query + delim + choice."""
+    prefix = "".join(f"{s['query']}{delimiter}{s['choices'][s['gold']]}{SHOT_SEPARATOR}" for s in shots)
+    return [f"{prefix}{item['query']}{delimiter}{choice}" for choice in item["choices"]]
+
+
+def render_schema_prompts(item: dict, delimiter: str, shots: Sequence[dict] = ()) -> list[str]:
+    """One prompt per context option, all ending in the same continuation."""
+    prefix = "".join(
+        f"{s['context_options'][s['gold']]}{delimiter}{s['continuation']}{SHOT_SEPARATOR}" for s in shots
+    )
+    return [f"{prefix}{context}{delimiter}{item['continuation']}" for context in item["context_options"]]
+
+
+def render_lm_prompts(item: dict, delimiter: str, shots: Sequence[dict] = ()) -> tuple[str, str]:
+    """(prompt without continuation, prompt with it); contexts trimmed, the first prompt trimmed."""
+    prefix = "".join(f"{s['context'].strip()}{delimiter}{s['continuation']}{SHOT_SEPARATOR}" for s in shots)
+    head = f"{prefix}{item['context'].strip()}{delimiter}"
+    return head.strip(), head + item["continuation"]
+
+
+def sample_fewshot(num_rows: int, idx: int, k: int) -> list[int]:
+    """Indices of the k few-shot examples of example `idx`: Random(1234 + idx).sample of the others."""
+    if k <= 0:
+        return []
+    others = [i for i in range(num_rows) if i != idx]
+    return random.Random(FEWSHOT_SEED_BASE + idx).sample(others, k)
+
+
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by every sequence."""
+    shortest = min(len(s) for s in seqs)
+    for i in range(shortest):
+        tok = seqs[0][i]
+        if any(s[i] != tok for s in seqs[1:]):
+            return i
+    return shortest
+
+
+def common_suffix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token suffix shared by every sequence."""
+    return common_prefix_len([list(reversed(s)) for s in seqs])
+
+
+# ---- examples -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Example:
+    """The token rows of one example and, per row, the span [start, end) that is scored."""
+
+    rows: tuple[tuple[int, ...], ...]
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    gold: int | None  # None for language modeling
+
+
+def num_rows(task: CoreTask, item: dict) -> int:
+    if task.icl_task_type == "multiple_choice":
+        return len(item["choices"])
+    if task.icl_task_type == "schema":
+        return len(item["context_options"])
+    return 1
+
+
+def fewshot_count(task: CoreTask, num_examples: int) -> int:
+    """Shots actually used: the task's count, capped by the other rows available.
+
+    nanochat would fail when fewer than `num_fewshot` other rows exist (tiny max_per_task); the
+    cap only applies there, so it never changes a result nanochat can produce.
+    """
+    return max(0, min(task.num_fewshot, num_examples - 1))
+
+
+def build_example(
+    task: CoreTask, rows: Sequence[dict], idx: int, tokenizer: Any, max_seq_len: int | None = None
+) -> Example:
+    """Render, tokenize (BOS first) and locate the scored span of example `idx` of `rows`."""
+    item = rows[idx]
+    shots = [rows[i] for i in sample_fewshot(len(rows), idx, fewshot_count(task, len(rows)))]
+    delim = task.continuation_delimiter
+    bos = tokenizer.bos_token_id
+    if task.icl_task_type == "multiple_choice":
+        toks = tokenizer.encode(render_mc_prompts(item, delim, shots), prepend=bos)
+        start = common_prefix_len(toks)
+        starts, ends = [start] * len(toks), [len(t) for t in toks]
+        gold = int(item["gold"])
+    elif task.icl_task_type == "schema":
+        toks = tokenizer.encode(render_schema_prompts(item, delim, shots), prepend=bos)
+        suffix = common_suffix_len(toks)
+        starts, ends = [len(t) - suffix for t in toks], [len(t) for t in toks]
+        gold = int(item["gold"])
+    else:
+        without, with_cont = tokenizer.encode(list(render_lm_prompts(item, delim, shots)), prepend=bos)
+        start, end = len(without), len(with_cont)
+        if start >= end or with_cont[:start] != without:
+            raise ValueError(
+                f"task {task.label} example {idx}: the prompt without its continuation does not tokenize "
+                "to a strict prefix of the prompt with it"
+            )
+        toks, starts, ends, gold = [with_cont], [start], [end], None
+    if max_seq_len is not None:
+        toks, starts, ends = _crop_left(toks, starts, ends, max_seq_len, task.label, idx)
+    return Example(tuple(map(tuple, toks)), tuple(starts), tuple(ends), gold)
+
+
+def _crop_left(toks, starts, ends, max_len: int, label: str, idx: int):
+    out_t, out_s, out_e = [], [], []
+    for t, s, e in zip(toks, starts, ends):
+        cut = max(0, len(t) - max_len)
+        if cut and s - cut < 1:
+            raise ValueError(f"task {label} example {idx}: continuation does not fit in {max_len} positions")
+        out_t.append(t[cut:])
+        out_s.append(s - cut)
+        out_e.append(e - cut)
+    return out_t, out_s, out_e
+
+
+def model_max_len(model: torch.nn.Module) -> int | None:
+    """Positions the model can address: its rotary table length (10x seq_len), else config.seq_len."""
+    inner = getattr(model, "_orig_mod", model)
+    cos = getattr(inner, "cos", None)
+    if isinstance(cos, torch.Tensor) and cos.dim() >= 2:
+        return int(cos.size(1))
+    config = getattr(inner, "config", None)
+    return getattr(config, "seq_len", None)
+
+
+# ---- scoring --------------------------------------------------------------------------------------
+def _first_argmin(values: Sequence[float]) -> int:
+    """Index Python's `values.index(min(values))` would give (first minimum; NaN never replaces)."""
+    best = 0
+    for i in range(1, len(values)):
+        if values[i] < values[best]:
+            best = i
+    return best
+
+
+@torch.inference_mode()
+def score_examples(
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    *,
+    pad_id: int,
+    device: torch.device | str,
+    autocast_ctx: contextlib.AbstractContextManager | None = None,
+) -> list[bool]:
+    """Run every row of `examples` in one forward pass; return per-example correctness."""
+    rows = [r for ex in examples for r in ex.rows]
+    width = max(len(r) for r in rows)
+    batch = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        batch[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    batch = batch.to(device)
+    with autocast_ctx if autocast_ctx is not None else contextlib.nullcontext():
+        logits = model(batch)
+    logits = logits.float()
+
+    out: list[bool] = []
+    row = 0
+    for ex in examples:
+        if ex.gold is None:  # language modeling: exact greedy match over the continuation
+            s, e = ex.starts[0], ex.ends[0]
+            predicted = logits[row, s - 1 : e - 1].argmax(dim=-1)
+            out.append(bool(torch.equal(predicted, batch[row, s:e])))
+        else:
+            mean_losses = []
+            for j in range(len(ex.rows)):
+                s, e = ex.starts[j], ex.ends[j]
+                losses = F.cross_entropy(logits[row + j, s - 1 : e - 1], batch[row + j, s:e], reduction="none")
+                mean_losses.append(losses.mean().item())
+            out.append(_first_argmin(mean_losses) == ex.gold)
+        row += len(ex.rows)
+    return out
+
+
+def group_examples(task: CoreTask, rows: Sequence[dict], batch_size: int) -> list[list[int]]:
+    """Consecutive example indices packed into forward passes of at most `batch_size` rows."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for idx, item in enumerate(rows):
+        n = num_rows(task, item)
+        if current and used + n > batch_size:
+            groups.append(current)
+            current, used = [], 0
+        current.append(idx)
+        used += n
+    if current:
+        groups.append(current)
+    return groups
+
+
+def evaluate_task(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    task: CoreTask,
+    rows: Sequence[dict],
+    *,
+    device: torch.device | str,
+    batch_size: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    autocast_ctx: contextlib.AbstractContextManager | None = None,
+    max_seq_len: int | None = None,
+) -> torch.Tensor:
+    """Per-example correctness (float 0/1 over `rows`), summed across ranks when distributed."""
+    correct = torch.zeros(len(rows), dtype=torch.float32, device=device)
+    groups = group_examples(task, rows, max(1, batch_size))
+    for group in groups[rank::world_size]:
+        examples = [build_example(task, rows, idx, tokenizer, max_seq_len) for idx in group]
+        results = score_examples(
+            model, examples, pad_id=tokenizer.bos_token_id, device=device, autocast_ctx=autocast_ctx
+        )
+        for idx, ok in zip(group, results):
+            correct[idx] = float(ok)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(correct, op=dist.ReduceOp.SUM)
+    return correct
+
+
+def centered_accuracy(accuracy: float, random_baseline_percent: float) -> float:
+    """(acc - b) / (1 - b) with b the random baseline as a fraction."""
+    b = random_baseline_percent / 100.0
+    return (accuracy - b) / (1.0 - b)
+
+
+def evaluate_core(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    tasks: Sequence[CoreTask],
+    *,
+    device: torch.device | str,
+    max_per_task: int = -1,
+    batch_size: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    autocast_ctx: Callable[[], contextlib.AbstractContextManager] | contextlib.AbstractContextManager | None = None,
+    max_seq_len: int | None = None,
+    on_task_done: Callable[[str, dict[str, Any], int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score every task; return per-task accuracy/centered/n, the aggregate and its label.
+
+    `autocast_ctx` may be a context manager factory (e.g. `rt.autocast`) or a reusable context
+    manager; `max_seq_len` defaults to what the model can address (:func:`model_max_len`).
+    `on_task_done(label, task_result, done, total)` is called after each task on every rank.
+    """
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("evaluate_core needs at least one task")
+    if max_seq_len is None:
+        max_seq_len = model_max_len(model)
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    per_task: dict[str, dict[str, Any]] = {}
+    examples = 0
+    for done, task in enumerate(tasks, start=1):
+        t_task = time.perf_counter()
+        rows = load_task_rows(task)
+        if max_per_task > 0:
+            rows = rows[:max_per_task]
+        if not rows:
+            raise ValueError(f"task {task.label} has no rows")
+        ctx = autocast_ctx() if callable(autocast_ctx) else autocast_ctx
+        correct = evaluate_task(
+            model,
+            tokenizer,
+            task,
+            rows,
+            device=device,
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world_size,
+            autocast_ctx=ctx,
+            max_seq_len=max_seq_len,
+        )
+        accuracy = correct.mean().item()
+        per_task[task.label] = {
+            "accuracy": accuracy,
+            "centered": centered_accuracy(accuracy, task.random_baseline),
+            "n": len(rows),
+            "correct": int(correct.sum().item()),
+            "random_baseline": task.random_baseline,
+            "icl_task_type": task.icl_task_type,
+            "num_fewshot": task.num_fewshot,
+            "fewshot_used": fewshot_count(task, len(rows)),
+            "seconds": time.perf_counter() - t_task,
+        }
+        examples += len(rows)
+        if on_task_done is not None:
+            on_task_done(task.label, per_task[task.label], done, len(tasks))
+    if was_training:
+        model.train()
+    centered = [r["centered"] for r in per_task.values()]
+    return {
+        "label": core_label(tasks),
+        "core": sum(centered) / len(centered),
+        "tasks": per_task,
+        "num_tasks": len(tasks),
+        "examples": examples,
+        "max_per_task": max_per_task,
+        "sources": sorted({t.source for t in tasks}),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# ---- output ---------------------------------------------------------------------------------------
+def core_csv_text(result: dict[str, Any]) -> str:
+    """Task,Accuracy,Centered,N rows and a final aggregate row named by the result's label."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["Task", "Accuracy", "Centered", "N"])
+    for label, r in result["tasks"].items():
+        writer.writerow([label, f"{r['accuracy']:.6f}", f"{r['centered']:.6f}", r["n"]])
+    writer.writerow([result["label"], "", f"{result['core']:.6f}", result["examples"]])
+    return buf.getvalue()
+
+
+def write_core_results(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write `core.csv` and `core.json` into `out_dir` (atomically); return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / "core.csv", out_dir / "core.json"
+    _write_atomic(csv_path, core_csv_text(result))
+    _write_atomic(json_path, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return csv_path, json_path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,78 @@
+"""Run one stage in this process (the harness starts it, under torchrun when there are several devices).
+
+    python -m nanochat_core.stages pretrain --config run/config.json --run-dir run [--resume]
+
+Rank 0 appends observer events to `<run-dir>/progress/<stage>.jsonl` and writes the stage's result
+to `<run-dir>/phases/<stage>/result.json` (atomically). Exit code 0 on success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from nanochat_core.common import init_runtime, shutdown_runtime
+from nanochat_core.config import WorkloadConfig, from_dict
+from nanochat_core.observer import STAGE_END, STAGE_START, JsonlObserver, NullObserver
+from nanochat_core.stages import STAGE_ORDER
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nanochat_core.stages")
+    parser.add_argument("stage", choices=STAGE_ORDER)
+    parser.add_argument("--config", required=True, help="resolved WorkloadConfig as JSON")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--option", action="append", default=[], help="stage option key=value (e.g. rest_only=1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    cfg: WorkloadConfig = from_dict(WorkloadConfig, json.loads(Path(args.config).read_text()))
+    run_dir = Path(args.run_dir)
+    rank = int(os.environ.get("RANK", "0"))
+    observer = JsonlObserver(run_dir / "progress" / f"{args.stage}.jsonl") if rank == 0 else NullObserver()
+    rt = init_runtime(
+        device=args.device, seed=cfg.seed, observer=observer, artifacts_dir=run_dir / "artifacts",
+        cache_dir=args.cache_dir, compile=False if args.no_compile else None, resume=args.resume,
+    )
+    options = dict(_parse_option(o) for o in args.option)
+    module = importlib.import_module(f"nanochat_core.stages.{args.stage}")
+    observer.event(STAGE_START, args.stage, device=str(rt.device), world_size=rt.world_size)
+    try:
+        result = module.run(cfg, rt, **options)
+    except Exception as exc:
+        observer.event(STAGE_END, args.stage, ok=False, error=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return 1
+    finally:
+        shutdown_runtime(rt)
+    observer.event(STAGE_END, args.stage, ok=True)
+    if rank == 0:
+        out = run_dir / "phases" / args.stage / "result.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name("result.json.tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        os.replace(tmp, out)
+    return 0
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    if value.lower() in ("1", "true", "yes"):
+        return key, True
+    if value.lower() in ("0", "false", "no"):
+        return key, False
+    return key, value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
