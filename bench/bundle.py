@@ -2,7 +2,8 @@
 
 ``manifest.json`` lists the SHA-256 and size of every regular file in the run directory except
 ``artifacts/`` (tokenizer and checkpoints: their hashes live in result.json), ``manifest.json`` and
-``manifest.sig``. ``manifest.sig`` is a small JSON object holding an Ed25519 signature over the
+``manifest.sig`` (and a top-level ``submission.json``, the unsigned metadata `nanobench submit`
+writes next to a submitted bundle). ``manifest.sig`` is a small JSON object holding an Ed25519 signature over the
 exact bytes of ``manifest.json`` plus the public key and its fingerprint, so anyone can check the
 bundle offline with :mod:`bench.verify`.
 """
@@ -23,7 +24,8 @@ from bench.hashing import sha256_file
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 EXCLUDED_DIRS = ("artifacts",)
-EXCLUDED_FILES = (MANIFEST, SIGNATURE)
+SUBMISSION_META = "submission.json"  # unsigned label/availability/notes that `nanobench submit` adds
+EXCLUDED_FILES = (MANIFEST, SIGNATURE, SUBMISSION_META)
 MANIFEST_VERSION = 1
 
 

@@ -71,6 +71,7 @@ class MidTrainConfig:
     eval_every: int = 150
     eval_tokens: int = 20 * 524_288
     mixture_limit: int = -1  # cap rows per task (smoke); -1 = full mixture
+    checkpoint_every: int = 0  # also checkpoint every N steps (0 = only at the end)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +87,7 @@ class SFTConfig:
     eval_metrics_every: int = 200
     eval_metrics_max_problems: int = 1024
     mixture_limit: int = -1
+    checkpoint_every: int = 0  # also checkpoint every N steps (0 = only at the end)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +104,7 @@ class RLConfig:
     num_iterations: int = -1
     eval_every: int = 60
     eval_examples: int = 400
+    checkpoint_every: int = 60  # ORIG saves every 60 steps and at the end (0 = only at the end)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,7 +22,9 @@ address are cropped from the left, shifting the span with them; nanochat never c
 
 Batching: one forward pass takes whole examples (all their choices) up to ``batch_size`` rows;
 an example with more rows than that gets a pass of its own, so ``batch_size=1`` reproduces
-nanochat's one-example-per-pass shapes exactly. The grouping is computed from the global example
+nanochat's one-example-per-pass shapes exactly (with ``share_prefix=False``; by default a
+multiple-choice example runs its shared few-shot prefix once through a KV cache and then only the
+choices' continuations: the same probabilities, a fraction of the compute). The grouping is computed from the global example
 order and groups are strided across ranks, so results do not depend on the number of ranks.
 Per-example correctness is all-reduced (SUM); centered = (acc - b) / (1 - b), b = baseline% / 100;
 the aggregate is the unweighted mean of the centered values of the tasks that ran.
@@ -104,6 +106,7 @@ class Example:
     starts: tuple[int, ...]
     ends: tuple[int, ...]
     gold: int | None  # None for language modeling
+    shared_prefix: bool = False  # True when every row shares its first `starts[0]` tokens (multiple choice)
 
 
 def num_rows(task: CoreTask, item: dict) -> int:
@@ -152,7 +155,8 @@ def build_example(
         toks, starts, ends, gold = [with_cont], [start], [end], None
     if max_seq_len is not None:
         toks, starts, ends = _crop_left(toks, starts, ends, max_seq_len, task.label, idx)
-    return Example(tuple(map(tuple, toks)), tuple(starts), tuple(ends), gold)
+    shared = task.icl_task_type == "multiple_choice" and len(set(starts)) == 1
+    return Example(tuple(map(tuple, toks)), tuple(starts), tuple(ends), gold, shared)
 
 
 def _crop_left(toks, starts, ends, max_len: int, label: str, idx: int):
@@ -187,6 +191,48 @@ def _first_argmin(values: Sequence[float]) -> int:
     return best
 
 
+def _mc_losses_shared_prefix(
+    model: torch.nn.Module, ex: Example, *, pad_id: int, device: torch.device | str
+) -> list[float]:
+    """Mean continuation losses of a multiple-choice example, computing the shared prefix once.
+
+    The rows share their first `start` tokens (that is how the span is defined), so the prefix is
+    run once into a KV cache, broadcast to every choice, and only the continuations are run on top.
+    Mathematically identical to a full forward of each row; only float rounding can differ.
+    """
+    from nanochat_core.kv_cache import KVCache
+
+    inner = getattr(model, "_orig_mod", model)
+    cfg = inner.config
+    start = ex.starts[0]
+    cont_lens = [e - start for e in ex.ends]
+    width = max(cont_lens)
+    dev = torch.device(device)
+    dtype = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else torch.float32
+    shape = dict(num_heads=cfg.n_kv_head, head_dim=cfg.head_dim, num_layers=cfg.n_layer, device=dev, dtype=dtype)
+    prefix_cache = KVCache(batch_size=1, seq_len=start, **shape)
+    prefix = torch.tensor([ex.rows[0][:start]], dtype=torch.long, device=dev)
+    last_logits = model(prefix, kv_cache=prefix_cache)[0, -1].float()  # predicts each row's first token
+    targets = torch.full((len(ex.rows), max(width, 1)), pad_id, dtype=torch.long)
+    for j, row in enumerate(ex.rows):
+        targets[j, : cont_lens[j]] = torch.tensor(row[start:], dtype=torch.long)
+    targets = targets.to(dev)
+    if width > 1:
+        cache = KVCache(batch_size=len(ex.rows), seq_len=start + width, **shape)
+        cache.prefill_from(prefix_cache)
+        cont_logits = model(targets[:, : width - 1], kv_cache=cache).float()
+    out = []
+    for j, n in enumerate(cont_lens):
+        if n == 0:
+            out.append(float("nan"))  # empty span: the mean of nothing, as a plain forward gives
+            continue
+        logits = last_logits[None]
+        if n > 1:
+            logits = torch.cat([logits, cont_logits[j, : n - 1]], dim=0)
+        out.append(F.cross_entropy(logits, targets[j, :n], reduction="none").mean().item())
+    return out
+
+
 @torch.inference_mode()
 def score_examples(
     model: torch.nn.Module,
@@ -195,8 +241,38 @@ def score_examples(
     pad_id: int,
     device: torch.device | str,
     autocast_ctx: contextlib.AbstractContextManager | None = None,
+    share_prefix: bool = False,
 ) -> list[bool]:
-    """Run every row of `examples` in one forward pass; return per-example correctness."""
+    """Run every row of `examples` in one forward pass; return per-example correctness.
+
+    With `share_prefix`, multiple-choice examples are scored one at a time by
+    :func:`_mc_losses_shared_prefix` instead (the rest still share one pass).
+    """
+    results: dict[int, bool] = {}
+    if share_prefix:
+        with autocast_ctx if autocast_ctx is not None else contextlib.nullcontext():
+            for k, ex in enumerate(examples):
+                if ex.shared_prefix and len(ex.rows) > 1:
+                    losses = _mc_losses_shared_prefix(model, ex, pad_id=pad_id, device=device)
+                    results[k] = _first_argmin(losses) == ex.gold
+    rest = [ex for k, ex in enumerate(examples) if k not in results]
+    if rest:
+        rest_results = iter(_score_full_rows(model, rest, pad_id=pad_id, device=device, autocast_ctx=autocast_ctx))
+        for k in range(len(examples)):
+            if k not in results:
+                results[k] = next(rest_results)
+    return [results[k] for k in range(len(examples))]
+
+
+def _score_full_rows(
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    *,
+    pad_id: int,
+    device: torch.device | str,
+    autocast_ctx: contextlib.AbstractContextManager | None,
+) -> list[bool]:
+    """Every row of every example in one right-padded forward pass (nanochat's way)."""
     rows = [r for ex in examples for r in ex.rows]
     width = max(len(r) for r in rows)
     batch = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -254,6 +330,7 @@ def evaluate_task(
     world_size: int = 1,
     autocast_ctx: contextlib.AbstractContextManager | None = None,
     max_seq_len: int | None = None,
+    share_prefix: bool = True,
 ) -> torch.Tensor:
     """Per-example correctness (float 0/1 over `rows`), summed across ranks when distributed."""
     correct = torch.zeros(len(rows), dtype=torch.float32, device=device)
@@ -261,7 +338,12 @@ def evaluate_task(
     for group in groups[rank::world_size]:
         examples = [build_example(task, rows, idx, tokenizer, max_seq_len) for idx in group]
         results = score_examples(
-            model, examples, pad_id=tokenizer.bos_token_id, device=device, autocast_ctx=autocast_ctx
+            model,
+            examples,
+            pad_id=tokenizer.bos_token_id,
+            device=device,
+            autocast_ctx=autocast_ctx,
+            share_prefix=share_prefix,
         )
         for idx, ok in zip(group, results):
             correct[idx] = float(ok)
@@ -290,12 +372,15 @@ def evaluate_core(
     world_size: int = 1,
     autocast_ctx: Callable[[], contextlib.AbstractContextManager] | contextlib.AbstractContextManager | None = None,
     max_seq_len: int | None = None,
+    share_prefix: bool = True,
     on_task_done: Callable[[str, dict[str, Any], int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score every task; return per-task accuracy/centered/n, the aggregate and its label.
 
     `autocast_ctx` may be a context manager factory (e.g. `rt.autocast`) or a reusable context
     manager; `max_seq_len` defaults to what the model can address (:func:`model_max_len`).
+    `share_prefix` scores multiple-choice examples by running their common prefix once (same math,
+    much less compute for few-shot prompts); False runs every full row like nanochat.
     `on_task_done(label, task_result, done, total)` is called after each task on every rank.
     """
     tasks = list(tasks)
@@ -327,6 +412,7 @@ def evaluate_core(
             world_size=world_size,
             autocast_ctx=ctx,
             max_seq_len=max_seq_len,
+            share_prefix=share_prefix,
         )
         accuracy = correct.mean().item()
         per_task[task.label] = {

@@ -75,7 +75,11 @@ def params_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def run(cfg: WorkloadConfig, rt: Runtime) -> dict:
+def run(cfg: WorkloadConfig, rt: Runtime, *, probe_steps: int | str = 0, stop_after_probe: bool | str = False) -> dict:
+    """Train the base model. `probe_steps` > 0 records the losses, batch fingerprints and a weight hash
+    of the first `probe_steps` steps (for the harness's determinism probe); with `stop_after_probe`
+    the stage ends there (no eval, no checkpoint): that is the probe itself, run in a fresh process."""
+    probe_steps, stop_after_probe = int(probe_steps), stop_after_probe in (True, "1", "true", "True")
     pc = cfg.pretrain
     tok = Tokenizer.load(tokenizer_dir(rt))
     token_bytes = tok.token_bytes()
@@ -112,9 +116,13 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict:
         f"device batch {B}, grad accum {loader.grad_accum}, world {rt.world_size}",
     )
     val_bpb, last_loss, loss_ema, dt = float("nan"), float("nan"), 0.0, 0.0
-    first_step_losses: list[float] = []
+    probe: dict = {"steps": probe_steps, "losses": [], "fingerprints": [], "params_sha256": None}
     step = start_step
     while True:
+        if probe_steps and step == probe_steps and probe["params_sha256"] is None:
+            probe["params_sha256"] = params_sha256(model)
+            if stop_after_probe:
+                return {"probe": probe, "steps": steps, "device_batch_size": B, "grad_accum": loader.grad_accum}
         last_step = step == steps
         if last_step or (pc.eval_every > 0 and step % pc.eval_every == 0 and step > start_step):
             val_bpb = evaluate_bpb(
@@ -162,8 +170,9 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict:
             tok_per_s=tok_per_s, mfu=mfu, lr_mult=lr_mult, momentum=momentum,
             grad_norm=float(grad_norm), fingerprint=fingerprint, total_steps=steps,
         )
-        if len(first_step_losses) < 32:
-            first_step_losses.append(last_loss)
+        if step < probe_steps:
+            probe["losses"].append(last_loss)
+            probe["fingerprints"].append(fingerprint)
         step += 1
     timed_steps = max(0, steps - max(pc.timing_skip_steps + 1, start_step))
     steady_tok_s = pc.total_batch_tokens * timed_steps / train_time if train_time > 0 else None
@@ -189,6 +198,7 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict:
         "params_sha256": params_sha256(model),
         "checkpoint_sha256": ckpt.model_sha256(out_dir, steps) if rt.is_main else None,
         "tokenizer_sha256": tok.sha256(),
+        "probe": probe if probe_steps and start_step == 0 else None,
     }
 
 

@@ -1,0 +1,150 @@
+"""`nanobench run`: the benchmark. Runs the preset's pipeline, measures, prices, signs.
+
+    nanobench run --preset smoke --hourly-rate 24
+    nanobench run --hourly-rate 24 --price-source "https://lambda.ai/pricing (8x H100 SXM)"   # speedrun
+    nanobench run --resume runs/<run_id>                                                        # continue
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from bench.config import ConfigError, load_config
+from bench.cost import Pricing, PricingError
+from bench.display import RunDisplay
+from bench.phases import PHASE_NAMES, Launch
+from bench.pipeline import RunFailed, RunPlan, execute, selected_phases
+from bench.result import assemble, finalize, new_run_id
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="run the benchmark pipeline and write a signed result bundle",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="speedrun", help="preset from bench.toml (default: speedrun)")
+    p.add_argument("--config", default=None, help="path to bench.toml (default: the one shipped with nanobench)")
+    p.add_argument("--hourly-rate", type=float, default=None, help="USD per hour for the whole machine")
+    p.add_argument("--price-source", default=None, help="where the hourly rate comes from (URL or text)")
+    p.add_argument("--price-kind", choices=("on-demand", "spot", "owned"), default=None)
+    p.add_argument("--captured-on", default=None, help="date the price was read (YYYY-MM-DD, default today)")
+    p.add_argument("--energy-price", type=float, default=None, help="USD per kWh: adds measured energy cost")
+    p.add_argument("--runs-dir", default=None, help="where run directories go (default from bench.toml)")
+    p.add_argument("--run-id", default=None, help="name of the run directory (default: time-preset-random)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run")
+    p.add_argument("--phases", default=None, help=f"comma-separated subset of: {','.join(PHASE_NAMES)}")
+    p.add_argument("--skip", default=None, help="comma-separated phases to skip (their checkpoints must exist)")
+    p.add_argument("--nproc", type=int, default=None, help="processes per node (default: visible GPUs, or 1)")
+    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of torchrun's rendezvous (multi-node)")
+    p.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    p.add_argument("--no-compile", action="store_true", help="do not torch.compile (CUDA); recorded in the result")
+    p.add_argument("--no-probe", action="store_true", help="skip the determinism probe (determinism: not_checked)")
+    p.add_argument("--cache-dir", default=None, help="download cache (default from bench.toml)")
+    p.add_argument("--key-dir", default=None, help="signing key directory (default: ~/.config/nanobench)")
+    p.set_defaults(func=run)
+
+
+def _visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+        resume_dir = Path(args.resume) if args.resume else None
+        if resume_dir is not None:
+            saved = json.loads((resume_dir / "launch.json").read_text())
+            preset = cfg.preset(saved["preset"])
+            pricing = Pricing.from_dict(saved["pricing"])
+            run_dir, run_id = resume_dir, resume_dir.name
+            phases = saved["phases"]
+            launch = Launch(**saved["launch"])
+            probe = saved["probe"]
+        else:
+            preset = cfg.preset(args.preset)
+            if args.hourly_rate is None:
+                print("error: --hourly-rate USD is required (the whole machine's price per hour; 0 if you only want time)", file=sys.stderr)
+                return 2
+            pricing = Pricing(
+                hourly_rate_usd=args.hourly_rate,
+                price_source=args.price_source or cfg.harness.price_source or "given on the command line (--hourly-rate)",
+                price_kind=args.price_kind or cfg.harness.price_kind,
+                captured_on=args.captured_on or dt.date.today().isoformat(),
+                energy_price_usd_per_kwh=args.energy_price,
+            )
+            phases = selected_phases(preset, _split(args.phases), _split(args.skip))
+            gpus = _visible_gpus() if args.device in ("auto", "cuda") else 0
+            launch = Launch(
+                nproc=args.nproc or max(1, gpus), nnodes=args.nnodes, node_rank=args.node_rank,
+                rdzv_endpoint=args.rdzv_endpoint, device=args.device, compile=False if args.no_compile else None,
+            )
+            run_id = args.run_id or new_run_id(preset.name)
+            run_dir = Path(args.runs_dir or cfg.harness.runs_dir) / run_id
+            if run_dir.exists():
+                print(f"error: {run_dir} already exists; use --resume {run_dir} or another --run-id", file=sys.stderr)
+                return 2
+            probe = not args.no_probe
+    except (ConfigError, PricingError, ValueError, OSError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "launch.json").write_text(json.dumps({
+        "preset": preset.name, "pricing": pricing.to_dict(), "phases": phases, "probe": probe,
+        "launch": launch.__dict__, "argv": sys.argv[1:],
+    }, indent=2))
+    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else cfg.cache_dir
+    plan = RunPlan(
+        preset=preset, run_dir=run_dir, cache_dir=cache_dir, launch=launch, phases=phases,
+        hourly_rate=pricing.hourly_rate_usd, idle_baseline_s=cfg.harness.idle_baseline_seconds,
+        power_interval_s=cfg.harness.power_interval_seconds, resume=resume_dir is not None, probe=probe,
+    )
+    display = RunDisplay(hourly_rate=pricing.hourly_rate_usd)
+    display.message(f"nanobench run {run_id}: preset {preset.name}, phases {', '.join(phases)}, "
+                    f"{launch.nproc} process(es) x {launch.nnodes} node(s), run dir {run_dir}")
+    lock = FileLock(str(run_dir.parent / f".{run_id}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"error: another nanobench process is running {run_dir}", file=sys.stderr)
+        return 2
+    try:
+        outcome = execute(plan, display)
+    except RunFailed as exc:
+        display.message(f"[FAILED] {exc}")
+        display.message(f"the run is resumable: nanobench run --resume {run_dir}")
+        return 1
+    except KeyboardInterrupt:
+        display.message(f"interrupted; the run is resumable: nanobench run --resume {run_dir}")
+        return 130
+    finally:
+        lock.release()
+    if launch.node_rank != 0:
+        return 0  # one process collects results: node 0
+    state = outcome["state"]
+    manifest = None
+    if preset.workload.data.source != "shipped":
+        manifest = cache_dir / "base_data" / "manifest.json"
+    result = assemble(
+        run_id=run_id, preset=preset, pricing=pricing, state_phases=state.phases, manifest_path=manifest,
+        power_summary=outcome["power_summary"], launch={**launch.__dict__, "phases": phases},
+    )
+    finalize(run_dir, result, key_dir=args.key_dir)
+    display.summary(result)
+    display.message(f"bundle: {run_dir} (check it with: nanobench verify {run_dir})")
+    return 0 if result["valid"] else 3
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
