@@ -5,6 +5,7 @@ COMMANDS = (
     "run",
     "verify",
     "keys",
+    "pins",
     "submit",
     "compare",
     "leaderboard",

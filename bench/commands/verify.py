@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="file of trusted public keys (hex) or fingerprints, one per line ('#' comments allowed)",
     )
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.add_argument("--no-preset-pins", action="store_true",
+                        help="do not check against the pins shipped for the bundle's preset (bench/pins/<preset>.json)")
     parser.set_defaults(func=run)
 
 
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"FAIL [input] {exc}", file=sys.stderr)
         return 1
+    if pins is None and not args.no_preset_pins:
+        pins = _preset_pins(args.run_dir)
     report = verify_bundle(args.run_dir, pins=pins, trusted_keys=trusted)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -51,3 +55,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {status:4} {check.name}: {check.message}")
         print(report.message, file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
+
+
+def _preset_pins(run_dir: str) -> dict | None:
+    """The pins nanobench ships for the bundle's preset, if any (read from its result.json)."""
+    from bench.workload_identity import load_preset_pins
+
+    try:
+        preset = json.loads((Path(run_dir) / "result.json").read_text(encoding="utf-8")).get("preset")
+    except (OSError, ValueError, AttributeError):
+        return None  # the schema check reports an unreadable result.json
+    return load_preset_pins(preset) if isinstance(preset, str) else None

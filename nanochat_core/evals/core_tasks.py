@@ -138,7 +138,13 @@ def read_random_baselines(csv_path: str | os.PathLike[str]) -> dict[str, float]:
         missing_cols = {"Eval Task", "Random baseline"} - set(reader.fieldnames or ())
         if missing_cols:
             raise CoreDataError(f"{csv_path}: missing columns {sorted(missing_cols)}")
-        return {row["Eval Task"]: float(row["Random baseline"]) for row in reader}
+        out = {}
+        for row in reader:
+            try:
+                out[row["Eval Task"]] = float(row["Random baseline"])
+            except (TypeError, ValueError):
+                continue  # a row without a numeric baseline (not a task we can center)
+        return out
 
 
 def load_bundle_tasks(bundle_dir: str | os.PathLike[str]) -> CoreTaskSet:

@@ -51,4 +51,20 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, first_only: bool = False, rest_only
             rt.observer.event(PROGRESS, done[0], total=len(indices), what="shards")
 
         files = dataset.download_shards(d, indices, on_complete=on_complete)
+    if not first_only:
+        _fetch_eval_data(cfg, rt)
     return {"data_dir": str(d), "files": len(files), "seconds": time.perf_counter() - t0}
+
+
+def _fetch_eval_data(cfg: WorkloadConfig, rt: Runtime) -> None:
+    """The CORE bundle and the chat/task datasets, when the preset uses the downloaded versions."""
+    if cfg.base_eval.bundle == "download":
+        from nanochat_core.evals.bundle import ensure_eval_bundle
+
+        rt.observer.event(PROGRESS, 0, total=1, what="CORE eval bundle")
+        ensure_eval_bundle(rt.cache_dir)
+    if cfg.data.source != "shipped":
+        from nanochat_core.tasks.hub import prefetch_all
+
+        rt.observer.event(PROGRESS, 0, total=1, what="task datasets")
+        prefetch_all(rt.cache_dir)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,6 +24,7 @@ MAX_PER_TASK = 5
 BATCH_SIZE = 3
 
 
+@pytest.mark.slow  # ~20 s on 2 shared cores: two torchrun workers import torch and train nothing
 def test_two_process_core_equals_one_process(tmp_path):
     tok = tiny_tokenizer()
     tok.save(tmp_path / "tokenizer")
