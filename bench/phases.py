@@ -95,6 +95,7 @@ def stage_command(
         cmd.append("--resume")
     if launch.compile is False:
         cmd.append("--no-compile")
+    cmd += ["--exit-with-pid", str(os.getpid())]  # the stage (every rank) ends if this harness is killed
     for key, value in options.items():
         cmd += ["--option", f"{key}={value}"]
     return cmd

@@ -61,9 +61,11 @@ class RunState:
 
 
 def prior_attempt_seconds(state: RunState, name: str, run_dir: Path) -> float:
-    """Time an interrupted attempt of `name` spent: from its start to its last progress event."""
+    """Time the interrupted attempts of `name` spent: the latest one from its start to its last progress
+    event, plus what the attempts before it had already carried (so a second interruption loses nothing)."""
     if not state.running or state.running.get("name") != name:
         return 0.0
+    earlier = float(state.running.get("carried_seconds", 0.0))
     started = state.running["started_unix"]
     last = started
     progress = run_dir / "progress" / f"{name}.jsonl"
@@ -73,7 +75,7 @@ def prior_attempt_seconds(state: RunState, name: str, run_dir: Path) -> float:
                 last = max(last, json.loads(line).get("time_ms", 0) / 1000)
             except json.JSONDecodeError:
                 continue
-    return max(0.0, last - started)
+    return earlier + max(0.0, last - started)
 
 
 def execute(plan: RunPlan, display: RunDisplay) -> dict[str, Any]:
@@ -97,7 +99,7 @@ def execute(plan: RunPlan, display: RunDisplay) -> dict[str, Any]:
                 continue
             spec = phase_spec(name)
             carried = prior_attempt_seconds(state, name, run_dir) if plan.resume else 0.0
-            state.running = {"name": name, "started_unix": time.time()}
+            state.running = {"name": name, "started_unix": time.time(), "carried_seconds": carried}
             state.save()
             display.phase_started(name, spec.counted)
             mllog.start(PHASE_START, name, counted=spec.counted)

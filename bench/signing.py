@@ -52,10 +52,14 @@ def _create_key_file(path: Path) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.fchmod(fd, 0o600)  # independent of the umask
-        os.write(fd, pem)
+        if os.write(fd, pem) != len(pem):
+            raise OSError(f"short write creating {tmp}")
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        os.unlink(tmp)  # never leave part of a private key lying around (e.g. disk full)
+        raise
+    os.close(fd)
     try:
         os.link(tmp, path)  # atomic, and fails instead of replacing a key someone else just made
     except FileExistsError:

@@ -10,17 +10,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import signal
 import sys
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from bench.config import ConfigError, load_config
+from bench.atomic import write_json_atomic
+from bench.config import ConfigError, load_config, workload_to_json
 from bench.cost import Pricing, PricingError
 from bench.display import RunDisplay
 from bench.phases import PHASE_NAMES, Launch
 from bench.pipeline import RunFailed, RunPlan, execute, selected_phases
 from bench.result import assemble, finalize, new_run_id
+from bench.submission import safe_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,11 +64,13 @@ def _visible_gpus() -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
         resume_dir = Path(args.resume) if args.resume else None
+        saved = _load_launch(resume_dir) if resume_dir is not None else {}
+        # a resumed run keeps the config, cache and key it started with unless told otherwise
+        cfg = load_config(args.config or saved.get("config"))
         if resume_dir is not None:
-            saved = json.loads((resume_dir / "launch.json").read_text())
             preset = cfg.preset(saved["preset"])
+            _check_same_workload(preset, resume_dir, cfg.path)
             pricing = Pricing.from_dict(saved["pricing"])
             run_dir, run_id = resume_dir, resume_dir.name
             phases = saved["phases"]
@@ -84,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 energy_price_usd_per_kwh=args.energy_price,
             )
             phases = selected_phases(preset, _split(args.phases), _split(args.skip))
+            _check_launch_args(args)
             gpus = _visible_gpus() if args.device in ("auto", "cuda") else 0
             launch = Launch(
                 nproc=args.nproc or max(1, gpus), nnodes=args.nnodes, node_rank=args.node_rank,
@@ -99,36 +105,46 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "launch.json").write_text(json.dumps({
-        "preset": preset.name, "pricing": pricing.to_dict(), "phases": phases, "probe": probe,
-        "launch": launch.__dict__, "argv": sys.argv[1:],
-    }, indent=2))
-    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else cfg.cache_dir
-    plan = RunPlan(
-        preset=preset, run_dir=run_dir, cache_dir=cache_dir, launch=launch, phases=phases,
-        hourly_rate=pricing.hourly_rate_usd, idle_baseline_s=cfg.harness.idle_baseline_seconds,
-        power_interval_s=cfg.harness.power_interval_seconds, resume=resume_dir is not None, probe=probe,
-    )
-    display = RunDisplay(hourly_rate=pricing.hourly_rate_usd)
-    display.message(f"nanobench run {run_id}: preset {preset.name}, phases {', '.join(phases)}, "
-                    f"{launch.nproc} process(es) x {launch.nnodes} node(s), run dir {run_dir}")
+    cache_dir = Path(args.cache_dir or saved.get("cache_dir") or cfg.cache_dir).expanduser()
+    key_dir = args.key_dir or saved.get("key_dir")
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(run_dir.parent / f".{run_id}.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
         print(f"error: another nanobench process is running {run_dir}", file=sys.stderr)
         return 2
+    previous_sigterm = None
     try:
+        if resume_dir is None and run_dir.exists():  # a concurrent `run --run-id` got here first
+            print(f"error: {run_dir} already exists; use --resume {run_dir} or another --run-id", file=sys.stderr)
+            return 2
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "launch.json", {
+            "preset": preset.name, "pricing": pricing.to_dict(), "phases": phases, "probe": probe,
+            "launch": launch.__dict__, "argv": saved.get("argv", sys.argv[1:]), "config": str(cfg.path.resolve()),
+            "cache_dir": str(cache_dir.resolve()), "key_dir": str(Path(key_dir).resolve()) if key_dir else None,
+        })
+        plan = RunPlan(
+            preset=preset, run_dir=run_dir, cache_dir=cache_dir, launch=launch, phases=phases,
+            hourly_rate=pricing.hourly_rate_usd, idle_baseline_s=cfg.harness.idle_baseline_seconds,
+            power_interval_s=cfg.harness.power_interval_seconds, resume=resume_dir is not None, probe=probe,
+        )
+        display = RunDisplay(hourly_rate=pricing.hourly_rate_usd)
+        display.message(f"nanobench run {run_id}: preset {preset.name}, phases {', '.join(phases)}, "
+                        f"{launch.nproc} process(es) x {launch.nnodes} node(s), run dir {run_dir}")
+        previous_sigterm = _sigterm_as_interrupt()
         outcome = execute(plan, display)
     except RunFailed as exc:
         display.message(f"[FAILED] {exc}")
         display.message(f"the run is resumable: nanobench run --resume {run_dir}")
         return 1
     except KeyboardInterrupt:
-        display.message(f"interrupted; the run is resumable: nanobench run --resume {run_dir}")
+        print(f"interrupted; the run is resumable: nanobench run --resume {run_dir}", file=sys.stderr)
         return 130
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         lock.release()
     if launch.node_rank != 0:
         return 0  # one process collects results: node 0
@@ -140,10 +156,63 @@ def run(args: argparse.Namespace) -> int:
         run_id=run_id, preset=preset, pricing=pricing, state_phases=state.phases, manifest_path=manifest,
         power_summary=outcome["power_summary"], launch={**launch.__dict__, "phases": phases},
     )
-    finalize(run_dir, result, key_dir=args.key_dir)
+    finalize(run_dir, result, key_dir=key_dir)
     display.summary(result)
     display.message(f"bundle: {run_dir} (check it with: nanobench verify {run_dir})")
     return 0 if result["valid"] else 3
+
+
+def _check_launch_args(args: argparse.Namespace) -> None:
+    """Process counts and the run id, checked before anything is created."""
+    if args.nproc is not None and args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nnodes < 1:
+        raise ValueError(f"--nnodes must be >= 1, got {args.nnodes}")
+    if not 0 <= args.node_rank < args.nnodes:
+        raise ValueError(f"--node-rank must be in [0, {args.nnodes - 1}] for --nnodes {args.nnodes}, got {args.node_rank}")
+    if args.run_id is not None and not safe_name(args.run_id):
+        raise ValueError(f"--run-id {args.run_id!r} must be one path component: letters, digits, '.', '_', '-' "
+                         "(not starting with '.'), at most 128 characters")
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM stop the run like Ctrl-C: the running stage is terminated (its process group), the
+    state stays resumable. Returns the previous handler (None when not on the main thread)."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an in-process caller): leave signals alone
+        return None
+
+
+def _load_launch(run_dir: Path) -> dict:
+    """The launch record of a run directory to resume; a clear error when it is not one."""
+    if not run_dir.is_dir():
+        raise ValueError(f"--resume {run_dir}: not a directory")
+    path = run_dir / "launch.json"
+    if not path.is_file():
+        raise ValueError(f"--resume {run_dir}: not a nanobench run directory (no launch.json)")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume {run_dir}: launch.json is corrupt ({exc})") from None
+    missing = [k for k in ("preset", "pricing", "phases", "launch", "probe") if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise ValueError(f"--resume {run_dir}: launch.json lacks {', '.join(missing)}")
+    return saved
+
+
+def _check_same_workload(preset, run_dir: Path, config_path: Path) -> None:
+    """Refuse to resume with a config whose preset no longer resolves to the run's config.json."""
+    saved = run_dir / "config.json"
+    if saved.is_file() and saved.read_text(encoding="utf-8") != workload_to_json(preset.workload):
+        raise ValueError(
+            f"preset '{preset.name}' in {config_path} differs from {saved} (the workload this run started with); "
+            "resume with the bench.toml the run started with (--config)"
+        )
 
 
 def _split(text: str | None) -> list[str] | None:

@@ -222,7 +222,11 @@ def build_entry(path: Path, preset_dir: str, result: dict[str, Any], pins: Mappi
     gpus, gpu_model = _gpu_summary(system)
     label = meta.get("label")
     if pins is None:
-        pins_state, pins_detail = PINS_NOT_CHECKED, "no pinned workload spec given to the build"
+        from bench.workload_identity import load_preset_pins
+
+        pins = load_preset_pins(preset)  # the pins nanobench ships for this preset, if any
+    if pins is None:
+        pins_state, pins_detail = PINS_NOT_CHECKED, f"no pinned workload spec for preset {preset!r}"
     else:
         pin_check = check_pins(path, pins)
         pins_state = PINS_MATCH if pin_check.ok else PINS_MISMATCH

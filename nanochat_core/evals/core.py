@@ -24,8 +24,9 @@ Batching: one forward pass takes whole examples (all their choices) up to ``batc
 an example with more rows than that gets a pass of its own, so ``batch_size=1`` reproduces
 nanochat's one-example-per-pass shapes exactly (with ``share_prefix=False``; by default a
 multiple-choice example runs its shared few-shot prefix once through a KV cache and then only the
-choices' continuations: the same probabilities, a fraction of the compute). The grouping is computed from the global example
-order and groups are strided across ranks, so results do not depend on the number of ranks.
+choices' continuations: the same probabilities, a fraction of the compute). The grouping is
+computed from the global example order and groups are strided across ranks, so results do not
+depend on the number of ranks.
 Per-example correctness is all-reduced (SUM); centered = (acc - b) / (1 - b), b = baseline% / 100;
 the aggregate is the unweighted mean of the centered values of the tasks that ran.
 """
@@ -209,7 +210,8 @@ def _mc_losses_shared_prefix(
     width = max(cont_lens)
     dev = torch.device(device)
     dtype = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else torch.float32
-    shape = dict(num_heads=cfg.n_kv_head, head_dim=cfg.head_dim, num_layers=cfg.n_layer, device=dev, dtype=dtype)
+    shape = {"num_heads": cfg.n_kv_head, "head_dim": cfg.head_dim, "num_layers": cfg.n_layer}
+    shape.update(device=dev, dtype=dtype)
     prefix_cache = KVCache(batch_size=1, seq_len=start, **shape)
     prefix = torch.tensor([ex.rows[0][:start]], dtype=torch.long, device=dev)
     last_logits = model(prefix, kv_cache=prefix_cache)[0, -1].float()  # predicts each row's first token

@@ -14,11 +14,14 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
 from nanochat_core.common import init_runtime, shutdown_runtime
 from nanochat_core.config import WorkloadConfig, from_dict
+from nanochat_core.download import atomic_write_bytes
 from nanochat_core.observer import STAGE_END, STAGE_START, JsonlObserver, NullObserver
 from nanochat_core.stages import STAGE_ORDER
 
@@ -33,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--option", action="append", default=[], help="stage option key=value (e.g. rest_only=1)")
+    parser.add_argument("--exit-with-pid", type=int, default=None,
+                        help="exit as soon as this process (the harness that launched the stage) is gone")
     args = parser.parse_args(argv)
+    if args.exit_with_pid:
+        exit_when_gone(args.exit_with_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     cfg: WorkloadConfig = from_dict(WorkloadConfig, json.loads(Path(args.config).read_text()))
@@ -57,12 +64,46 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_runtime(rt)
     observer.event(STAGE_END, args.stage, ok=True)
     if rank == 0:
-        out = run_dir / "phases" / args.stage / "result.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name("result.json.tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=str))
-        os.replace(tmp, out)
+        write_stage_result(run_dir, args.stage, result)
     return 0
+
+
+def write_stage_result(run_dir: Path, stage: str, result: dict) -> Path:
+    """`<run_dir>/phases/<stage>/result.json`, atomically (a failed write leaves the old file, no temp)."""
+    out = run_dir / "phases" / stage / "result.json"
+    atomic_write_bytes(out, json.dumps(result, indent=2, default=str).encode("utf-8"))
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): the kill probe above is all we have
+
+
+def exit_when_gone(pid: int, interval_s: float = 0.5) -> threading.Thread:
+    """Watch `pid` from a daemon thread and end this process (exit 137) when it disappears, so a stage
+    never outlives a harness that was SIGKILLed. Checkpoints are atomic, so stopping anywhere is safe."""
+
+    def watch() -> None:
+        while _pid_alive(pid):
+            time.sleep(interval_s)
+        sys.stderr.write(f"stage: the harness (pid {pid}) is gone; exiting\n")
+        sys.stderr.flush()
+        os._exit(137)
+
+    thread = threading.Thread(target=watch, name="harness-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _parse_option(text: str) -> tuple[str, object]:

@@ -18,7 +18,12 @@ from nanochat_core.checkpoint import checkpoint_dir, load_model
 from nanochat_core.common import Runtime
 from nanochat_core.config import WorkloadConfig
 from nanochat_core.evals.core import evaluate_core, write_core_results
-from nanochat_core.evals.core_tasks import CoreTaskSet, load_bundle_tasks, load_offline_tasks, tasks_sha256
+from nanochat_core.evals.core_tasks import (
+    CoreTaskSet,
+    load_bundle_tasks,
+    load_offline_tasks,
+    tasks_sha256,
+)
 from nanochat_core.observer import EVAL, LOG, PROGRESS
 from nanochat_core.tokenizer import Tokenizer
 

@@ -103,9 +103,15 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, probe_steps: int | str = 0, stop_af
     )
     out_dir = ckpt.checkpoint_dir(rt.artifacts_dir, "base")
     start_step, train_time, history = 0, 0.0, {"min_val_bpb": float("inf"), "fingerprints": _ChainFrom("")}
+    probe: dict = {"steps": probe_steps, "losses": [], "fingerprints": [], "params_sha256": None}
     if rt.resume and (last := ckpt.latest_step(out_dir)) is not None:
         start_step, train_time = _restore(out_dir, last, model, optimizer, loader, rt, history)
         rt.observer.event(LOG, f"pretrain: resumed from step {last}")
+    # The probe record covers steps [0, probe_steps); a resume keeps the one saved with its checkpoint.
+    saved_probe = history.get("probe")
+    probe_complete = start_step == 0
+    if start_step and saved_probe and saved_probe.get("steps") == probe_steps and len(saved_probe["losses"]) == min(start_step, probe_steps):
+        probe, probe_complete = saved_probe, True
     train_model = torch.compile(model, dynamic=False) if rt.compile else model
     eval_rows = max(1, pc.eval_tokens // pc.seq_len)
     val = val_windows([val_file], tok, seq_len=pc.seq_len, num_rows=eval_rows)
@@ -116,7 +122,6 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, probe_steps: int | str = 0, stop_af
         f"device batch {B}, grad accum {loader.grad_accum}, world {rt.world_size}",
     )
     val_bpb, last_loss, loss_ema, dt = float("nan"), float("nan"), 0.0, 0.0
-    probe: dict = {"steps": probe_steps, "losses": [], "fingerprints": [], "params_sha256": None}
     step = start_step
     while True:
         if probe_steps and step == probe_steps and probe["params_sha256"] is None:
@@ -132,7 +137,7 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, probe_steps: int | str = 0, stop_af
             history["min_val_bpb"] = min(history["min_val_bpb"], val_bpb)
             rt.observer.event(EVAL, "val_bpb", value=val_bpb, step=step)
         if last_step or (pc.checkpoint_every > 0 and step > start_step and step % pc.checkpoint_every == 0):
-            _save(out_dir, step, model, optimizer, loader, rt, train_time, history, cfg, steps)
+            _save(out_dir, step, model, optimizer, loader, rt, train_time, history, cfg, steps, probe if probe_steps else None)
         if last_step:
             break
         # ---- one optimizer step (the timed region) ----
@@ -198,7 +203,7 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, probe_steps: int | str = 0, stop_af
         "params_sha256": params_sha256(model),
         "checkpoint_sha256": ckpt.model_sha256(out_dir, steps) if rt.is_main else None,
         "tokenizer_sha256": tok.sha256(),
-        "probe": probe if probe_steps and start_step == 0 else None,
+        "probe": probe if probe_steps and probe_complete else None,
     }
 
 
@@ -214,8 +219,10 @@ def _global_fingerprint(row_hashes: dict[int, int], rows: int, rt: Runtime) -> s
     return batch_fingerprint(vec.tolist())
 
 
-def _save(out_dir: Path, step: int, model, optimizer, loader, rt: Runtime, train_time: float, history: dict, cfg, steps: int) -> None:
+def _save(out_dir: Path, step: int, model, optimizer, loader, rt: Runtime, train_time: float, history: dict, cfg, steps: int,
+          probe: dict | None = None) -> None:
     train_state = {
+        "probe": probe,  # the determinism-probe record so far, so a resumed run still reports it
         "loader": loader.state(),
         "train_time": train_time,
         "min_val_bpb": history["min_val_bpb"],
@@ -242,6 +249,7 @@ def _restore(out_dir: Path, step: int, model, optimizer, loader, rt: Runtime, hi
     history["min_val_bpb"] = train_state["min_val_bpb"]
     # The chain continues from the saved digest so a resumed run's chain equals an uninterrupted one's.
     history["fingerprints"] = _ChainFrom(train_state["fingerprint_chain_state"])
+    history["probe"] = train_state.get("probe")
     return step, train_state["train_time"]
 
 

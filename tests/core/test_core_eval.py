@@ -106,8 +106,16 @@ def test_mc_span_starts_after_shared_choice_tokens(tok):
 
 
 def test_schema_prompt_strings_and_suffix_span(tok):
-    shot = {"context_options": ["Anna helped Bea because Anna", "Anna helped Bea because Bea"], "continuation": "was kind.", "gold": 0}
-    item = {"context_options": ["The cup hit the jar and the cup", "The cup hit the jar and the jar"], "continuation": "broke.", "gold": 1}
+    shot = {
+        "context_options": ["Anna helped Bea because Anna", "Anna helped Bea because Bea"],
+        "continuation": "was kind.",
+        "gold": 0,
+    }
+    item = {
+        "context_options": ["The cup hit the jar and the cup", "The cup hit the jar and the jar"],
+        "continuation": "broke.",
+        "gold": 1,
+    }
     prompts = render_schema_prompts(item, " ", [shot])
     assert prompts == [
         "Anna helped Bea because Anna was kind.\n\nThe cup hit the jar and the cup broke.",
@@ -157,6 +165,16 @@ def test_left_crop_keeps_the_span(tok):
     assert list(cropped.rows[0][s:e]) == list(full.rows[0][full.starts[0] : full.ends[0]])
     with pytest.raises(ValueError):
         build_example(task, [item], 0, tok, max_seq_len=full.ends[0] - full.starts[0])
+
+
+def test_every_shipped_task_builds_with_nonempty_spans(tok, offline):
+    """The LM prefix property holds and every option has a scored span (first 12 rows of each task)."""
+    for task in offline:
+        rows = load_task_rows(task)[:12]
+        for idx in range(len(rows)):
+            ex = build_example(task, rows, idx, tok)
+            assert len(ex.rows) == core.num_rows(task, rows[idx]) >= 1
+            assert all(1 <= s < e == len(r) for r, s, e in zip(ex.rows, ex.starts, ex.ends)), (task.label, idx)
 
 
 # ---- few-shot sampling ----------------------------------------------------------------------------
@@ -250,7 +268,8 @@ def test_model_preferring_choice_zero_scores_fraction_of_gold_zero(label, tok, o
     frac = sum(1 for r in rows if r["gold"] == 0) / len(rows)
     assert 0 < frac < 1
     assert result["tasks"][label]["accuracy"] == pytest.approx(frac, abs=1e-7)
-    assert result["tasks"][label]["centered"] == pytest.approx((frac - task.random_baseline / 100) / (1 - task.random_baseline / 100))
+    b = task.random_baseline / 100
+    assert result["tasks"][label]["centered"] == pytest.approx((frac - b) / (1 - b))
 
 
 def test_oracle_core_is_one_and_aggregate_is_mean_of_centered(tok, offline):
@@ -258,7 +277,8 @@ def test_oracle_core_is_one_and_aggregate_is_mean_of_centered(tok, offline):
     seqs = []
     for task in tasks:
         seqs += preferred_sequences(task, load_task_rows(task)[:5], tok, lambda item: item["gold"])
-    result = evaluate_core(LookupModel(seqs, tok.vocab_size), tok, tasks, device="cpu", max_per_task=5, share_prefix=False)
+    oracle = LookupModel(seqs, tok.vocab_size)
+    result = evaluate_core(oracle, tok, tasks, device="cpu", max_per_task=5, share_prefix=False)
     assert result["core"] == 1.0
     assert all(r["accuracy"] == 1.0 and r["n"] == 5 for r in result["tasks"].values())
     assert result["examples"] == 15
@@ -308,7 +328,8 @@ def test_offline_subset_and_label(offline):
     assert offline.label == "CORE-offline-18" and offline.label != "CORE"
     assert [t.label for t in offline] == [label for label in CORE_TASK_LABELS if label not in offline.missing]
     jeopardy = next(t for t in offline if t.label == "jeopardy")
-    assert (jeopardy.icl_task_type, jeopardy.num_fewshot, jeopardy.continuation_delimiter) == ("language_modeling", 10, "\nAnswer: ")
+    assert jeopardy.icl_task_type == "language_modeling" and jeopardy.num_fewshot == 10
+    assert jeopardy.continuation_delimiter == "\nAnswer: "
     assert {t.label: t.random_baseline for t in offline}["boolq"] == 62
     # shipped rows are already in nanochat's shuffled order: used as they are, never reshuffled
     assert load_task_rows(jeopardy) == read_jsonl(jeopardy.path)
@@ -402,7 +423,8 @@ def test_base_eval_stage_offline(tmp_path, tok):
     assert out["eval_data_sha256"] == tasks_sha256(load_offline_tasks().tasks)
     assert [s["prompt"] for s in out["samples"]] == list(base_eval.SAMPLE_PROMPTS)
     phase = tmp_path / "run" / "phases" / "base_eval"
-    assert (phase / "core.csv").is_file() and json.loads((phase / "core.json").read_text())["label"] == "CORE-offline-18"
+    assert (phase / "core.csv").is_file()
+    assert json.loads((phase / "core.json").read_text())["label"] == "CORE-offline-18"
     evals = obs.of("eval")
     assert evals[-1]["value"] == "core" and evals[-1]["metadata"]["label"] == "CORE-offline-18"
     assert evals[-1]["metadata"]["value"] == out["core"]

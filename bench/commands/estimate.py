@@ -1,0 +1,133 @@
+"""`nanobench estimate`: forecast a preset's minutes and dollars from a short calibration run here.
+
+    nanobench estimate --preset smoke --hourly-rate 0.1
+    nanobench estimate --preset speedrun --hourly-rate 24 --nproc 8 --assume-scaling 0.9 --out forecast.json
+
+The calibration runs the real stages (same code as `nanobench run`) for a few steps/examples in a
+scratch run directory, then extrapolates to the preset's full length. The JSON it writes has
+`"kind": "forecast"`: `nanobench submit` refuses it and `nanobench compare` marks it FORECAST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.atomic import write_json_atomic
+from bench.config import ConfigError, load_config
+from bench.cost import Pricing, PricingError
+from bench.estimate import DEFAULT_SCALING_EFFICIENCY, EVAL_CALIBRATION_EXAMPLES, SCALING_SOURCE, WARMUP_STEPS, EstimateOptions, estimate
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("estimate", help="forecast a preset's minutes and USD from a short calibration run",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="speedrun", help="preset from bench.toml (default: speedrun)")
+    p.add_argument("--config", default=None, help="path to bench.toml (default: the one shipped with nanobench)")
+    p.add_argument("--hourly-rate", type=float, required=True, help="USD per hour for the whole machine")
+    p.add_argument("--price-source", default=None, help="where the hourly rate comes from (URL or text)")
+    p.add_argument("--price-kind", choices=("on-demand", "spot", "owned"), default=None)
+    p.add_argument("--calibration-steps", type=int, default=20, help="training steps run per training stage (default 20)")
+    p.add_argument("--calibration-examples", type=int, default=EVAL_CALIBRATION_EXAMPLES,
+                   help=f"examples per eval task in the calibration (default {EVAL_CALIBRATION_EXAMPLES})")
+    p.add_argument("--warmup-steps", type=int, default=WARMUP_STEPS, help=f"step times dropped as warm-up (default {WARMUP_STEPS})")
+    p.add_argument("--out", default=None, help="write the forecast JSON (kind: forecast) here")
+    p.add_argument("--nproc", type=int, default=None, help="processes (GPUs) the forecast is for (default: visible GPUs, or 1)")
+    p.add_argument("--assume-scaling", type=float, default=DEFAULT_SCALING_EFFICIENCY,
+                   help=f"data-parallel efficiency assumed for --nproc > 1 (default {DEFAULT_SCALING_EFFICIENCY}; {SCALING_SOURCE})")
+    p.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    p.add_argument("--no-compile", action="store_true", help="calibrate without torch.compile (as `run --no-compile`)")
+    p.add_argument("--cache-dir", default=None, help="download cache (default from bench.toml)")
+    p.add_argument("--scratch-dir", default=None, help="calibration run directory (default: a temporary one, removed)")
+    p.set_defaults(func=run)
+
+
+def _visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+        preset = cfg.preset(args.preset)
+        pricing = Pricing(
+            hourly_rate_usd=args.hourly_rate,
+            price_source=args.price_source or cfg.harness.price_source or "given on the command line (--hourly-rate)",
+            price_kind=args.price_kind or cfg.harness.price_kind,
+            captured_on=dt.date.today().isoformat(),
+        )
+        gpus = _visible_gpus() if args.device in ("auto", "cuda") else 0
+        opts = EstimateOptions(
+            calibration_steps=args.calibration_steps, eval_examples=args.calibration_examples, warmup=args.warmup_steps, nproc=args.nproc or max(1, gpus),
+            efficiency=args.assume_scaling, device=args.device, compile=False if args.no_compile else None,
+        )
+        if not 0 < opts.efficiency <= 1:
+            raise ValueError(f"--assume-scaling must be in (0, 1], got {opts.efficiency}")
+    except (ConfigError, PricingError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    console = Console()
+    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else cfg.cache_dir
+    scratch = Path(args.scratch_dir) if args.scratch_dir else Path(tempfile.mkdtemp(prefix=f"nanobench-estimate-{preset.name}-"))
+    try:
+        doc = estimate(preset, pricing, scratch=scratch, cache_dir=cache_dir, opts=opts,
+                       on_message=lambda m: console.print(m, highlight=False), keep_scratch=args.scratch_dir is not None)
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    console.print(forecast_table(doc))
+    for line in summary_lines(doc):
+        console.print(line, highlight=False)
+    if args.out:
+        write_json_atomic(Path(args.out), doc)
+        console.print(f"forecast written to {args.out} (kind: forecast; compare it with a run: nanobench compare {args.out} RUN_DIR)")
+    ok = doc["triple"]["complete"]
+    return 0 if ok else 3
+
+
+def _m(seconds: float) -> str:
+    return f"{seconds / 60:.2f}"
+
+
+def forecast_table(doc: dict[str, Any]) -> Table:
+    """One row per phase: minutes and USD, low / expected / high, and the status."""
+    t = Table(title=f"FORECAST {doc['preset']} ({doc['scaling']['nproc']} process(es), ${doc['pricing']['hourly_rate_usd']}/h)")
+    for col in ("phase", "counted", "min low", "min", "min high", "USD low", "USD", "USD high", "status"):
+        t.add_column(col, justify="left" if col in ("phase", "status") else "right")
+    for p in doc["phases"]:
+        t.add_row(p["name"], "yes" if p["counted"] else "no", _m(p["seconds_low"]), _m(p["seconds"]), _m(p["seconds_high"]),
+                  f"{p['usd_low']:.4f}", f"{p['usd']:.4f}", f"{p['usd_high']:.4f}", p["status"])
+    tr = doc["triple"]
+    t.add_row("[bold]total (counted)", "", f"{tr['minutes_low']:.2f}", f"[bold]{tr['minutes']:.2f}", f"{tr['minutes_high']:.2f}",
+              f"{tr['usd_low']:.4f}", f"[bold]{tr['usd']:.4f}", f"{tr['usd_high']:.4f}", "ok" if tr["complete"] else "INCOMPLETE")
+    return t
+
+
+def summary_lines(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    s = doc["scaling"]
+    lines.append(f"scaling: {s['nproc']} process(es) from a {s['calibrated_nproc']}-process calibration, efficiency {s['efficiency']} ({s['source']})")
+    for name, mem in doc.get("memory", {}).items():
+        if not mem.get("fits", True):
+            lines.append(f"[DOES NOT FIT] {name}: {mem['needs']}")
+    for p in doc["phases"]:
+        for note in p["notes"]:
+            lines.append(f"note ({p['name']}): {note.splitlines()[0] if note else note}")
+    for name, why in doc.get("not_forecast", {}).items():
+        lines.append(f"not forecast: {name}: {why}")
+    if not doc["triple"]["complete"]:
+        lines.append(f"INCOMPLETE: no forecast for {', '.join(doc['triple']['missing_phases'])}; the total leaves them out")
+    return lines
+
