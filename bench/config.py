@@ -61,6 +61,7 @@ class BenchConfig:
             raise ConfigError(f"unknown preset '{name}'; allowed: {', '.join(sorted(self.presets))}")
         raw = _resolve_inherit(self.presets, name, [])
         checks = from_dict(Checks, raw.pop("checks", {}), f"presets.{name}.checks")
+        _validate_checks(checks, f"presets.{name}.checks")
         workload = from_dict(WorkloadConfig, {"preset": name, **raw}, f"presets.{name}")
         validate_workload(workload)
         return Preset(name, workload, checks)
@@ -85,6 +86,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> BenchConfig:
     harness = from_dict(HarnessConfig, data.get("harness", {}), "harness")
     if harness.price_kind not in PRICE_KINDS:
         raise ConfigError(f"'harness.price_kind' must be one of {', '.join(PRICE_KINDS)}, got {harness.price_kind!r}")
+    if not harness.idle_baseline_seconds >= 0:
+        raise ConfigError(f"'harness.idle_baseline_seconds' must be a number >= 0, got {harness.idle_baseline_seconds!r}")
     if harness.power_interval_seconds <= 0 or harness.power_interval_seconds > 0.1:
         raise ConfigError("'harness.power_interval_seconds' must be in (0, 0.1] (>= 10 Hz sampling)")
     presets = data.get("presets", {})
@@ -152,11 +155,40 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
 }
 
 
+# Counts and sizes with no other rule: (section, field) -> smallest allowed value. A zero batch, sample
+# count or token budget would otherwise only fail deep inside a stage, after minutes of compute.
+_MINIMUMS: dict[tuple[str, str], int] = {
+    ("pretrain", "timing_skip_steps"): 0,
+    ("pretrain", "muon_momentum_ramp_steps"): 0,
+    ("base_eval", "bpb_tokens"): 1,
+    ("base_eval", "batch_size"): 1,
+    ("mid_train", "device_batch_size"): 0,
+    ("mid_train", "total_batch_tokens"): 1,
+    ("mid_train", "eval_tokens"): 1,
+    ("sft", "device_batch_size"): 1,
+    ("sft", "target_examples_per_step"): 1,
+    ("sft", "num_epochs"): 1,
+    ("rl", "device_batch_size"): 1,
+    ("rl", "examples_per_step"): 1,
+    ("rl", "max_new_tokens"): 1,
+    ("rl", "top_k"): 1,
+    ("rl", "num_epochs"): 1,
+    ("chat_eval", "max_new_tokens"): 1,
+    ("chat_eval", "top_k"): 1,
+    ("chat_eval", "num_samples"): 1,
+    ("chat_eval", "batch_size"): 1,
+}
+
+
 def validate_workload(w: WorkloadConfig) -> None:
     for (section, name), (ok, allowed) in _RULES.items():
         value = getattr(getattr(w, section), name)
         if not ok(value):
             raise ConfigError(f"'presets.{w.preset}.{section}.{name}' must be {allowed}, got {value!r}")
+    for (section, name), lowest in _MINIMUMS.items():
+        value = getattr(getattr(w, section), name)
+        if value < lowest:
+            raise ConfigError(f"'presets.{w.preset}.{section}.{name}' must be an integer >= {lowest}, got {value!r}")
     pc = w.pretrain
     if pc.total_batch_tokens % pc.seq_len:
         raise ConfigError(
@@ -164,6 +196,16 @@ def validate_workload(w: WorkloadConfig) -> None:
         )
     if pc.num_iterations <= 0 and pc.target_param_data_ratio <= 0:
         raise ConfigError(f"'presets.{w.preset}.pretrain': set num_iterations > 0 or target_param_data_ratio > 0")
+
+
+def _validate_checks(c: Checks, where: str) -> None:
+    if c.probe_steps < 0:
+        raise ConfigError(f"'{where}.probe_steps' must be an integer >= 0, got {c.probe_steps!r}")
+    lo, hi = c.val_bpb_band
+    if not lo <= hi:
+        raise ConfigError(f"'{where}.val_bpb_band' must be [low, high] with low <= high, got {list(c.val_bpb_band)!r}")
+    if not c.close_rel_tol >= 0:
+        raise ConfigError(f"'{where}.close_rel_tol' must be a number >= 0, got {c.close_rel_tol!r}")
 
 
 def sha256_json(obj: Any) -> str:

@@ -54,6 +54,7 @@ SCALING_SOURCE = (
     "gradient all-reduce within one node; measure it by calibrating with the target process count)"
 )
 EVAL_CALIBRATION_EXAMPLES = 4  # examples per eval task in the calibration
+CORE_MAX_FEWSHOT = 10  # CORE's largest few-shot count (used when the task set cannot be read before calibrating)
 TOKENIZER_CALIBRATION_CHARS = 50_000_000  # BPE calibrated on at most this many characters
 RL_CALIBRATION_STEPS = 3
 RL_CALIBRATION_EVAL_EXAMPLES = 4
@@ -538,22 +539,41 @@ class EstimateOptions:
     compile: bool | None = None
 
 
-def calibration_config(w: WorkloadConfig, opts: EstimateOptions) -> WorkloadConfig:
+def core_fewshot_floor(w: WorkloadConfig, cache_dir: Path | None = None) -> int:
+    """Examples per CORE task needed for full-length prompts: a task's few-shot examples are drawn
+    from its (truncated) rows, so fewer than num_fewshot + 1 rows would mean shorter, cheaper prompts."""
+    from nanochat_core.evals.core_tasks import load_bundle_tasks, load_offline_tasks
+
+    try:
+        if w.base_eval.bundle == "offline":
+            tasks = load_offline_tasks().tasks
+        else:
+            from nanochat_core.evals.bundle import BUNDLE_DIRNAME
+
+            tasks = load_bundle_tasks(Path(cache_dir or ".") / BUNDLE_DIRNAME).tasks
+        return max(t.num_fewshot for t in tasks) + 1
+    except Exception:  # noqa: BLE001 - bundle not downloaded yet: CORE's largest few-shot count
+        return CORE_MAX_FEWSHOT + 1
+
+
+def calibration_config(w: WorkloadConfig, opts: EstimateOptions, *, core_min_examples: int = 1) -> WorkloadConfig:
     """The preset with shorter stages: K training steps, a few eval examples, a character sample.
-    Shapes (model, sequence length, batch) are untouched, so per-step costs are the preset's."""
+    Shapes (model, sequence length, batch, few-shot prompt lengths) are untouched, so per-step and
+    per-example costs are the preset's."""
     k = opts.calibration_steps
 
     def short(n: int) -> int:
         return k if n <= 0 else min(n, k)
 
-    def few(n: int) -> int:
-        return opts.eval_examples if n <= 0 else min(n, opts.eval_examples)
+    def few(n: int, floor: int = 1) -> int:
+        want = max(opts.eval_examples, floor)
+        return want if n <= 0 else min(n, want)
 
     return dataclasses.replace(
         w,
         tokenizer=dataclasses.replace(w.tokenizer, max_chars=min(w.tokenizer.max_chars, opts.tokenizer_chars)),
         pretrain=dataclasses.replace(w.pretrain, num_iterations=short(w.pretrain.num_iterations)),
-        base_eval=dataclasses.replace(w.base_eval, core_max_per_task=few(w.base_eval.core_max_per_task)),
+        base_eval=dataclasses.replace(w.base_eval, core_max_per_task=few(w.base_eval.core_max_per_task, core_min_examples)),
         mid_train=dataclasses.replace(w.mid_train, num_iterations=short(w.mid_train.num_iterations)),
         sft=dataclasses.replace(w.sft, num_iterations=short(w.sft.num_iterations)),
         rl=dataclasses.replace(
@@ -570,7 +590,7 @@ class Calibrator:
     def __init__(self, preset: Preset, *, scratch: Path, cache_dir: Path, opts: EstimateOptions,
                  on_message: Callable[[str], None] = print) -> None:
         self.preset, self.full = preset, preset.workload
-        self.cfg = calibration_config(preset.workload, opts)
+        self.cfg = calibration_config(preset.workload, opts, core_min_examples=core_fewshot_floor(preset.workload, cache_dir))
         self.scratch, self.cache_dir, self.opts, self.say = scratch, cache_dir, opts, on_message
         self.launch = Launch(nproc=1, device=opts.device, compile=opts.compile)
         self.config_path = scratch / "config.json"
@@ -821,7 +841,8 @@ def estimate(preset: Preset, pricing: Pricing, *, scratch: Path, cache_dir: Path
         f"steady state: the first {opts.warmup} step dts of each training stage are dropped as warm-up/compile "
         "(their excess over the steady step lands in the fixed costs)",
         f"every fixed or per-example cost extrapolated from the calibration carries +-{int(EXTRAPOLATION_MARGIN * 100)}%",
-        "evals run with a few examples per task; per-example time is assumed constant within a task",
+        "evals run with a few examples per task (CORE: at least its largest few-shot count + 1, so prompts keep "
+        "their full length); per-example time is assumed constant within a task",
         "the calibration models are barely trained: generation lengths (chat_eval generative tasks, rl rollouts) may differ",
         "the machine is assumed to be as loaded during the run as during the calibration",
         *cal.assumptions,

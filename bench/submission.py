@@ -72,7 +72,10 @@ def safe_name(value: Any) -> bool:
 
 def _read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except RecursionError:  # hostile input: nested beyond the parser's recursion limit
+            raise ValueError("JSON nested too deeply") from None
 
 
 def _read_result(run_dir: Path) -> dict[str, Any]:

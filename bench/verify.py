@@ -78,7 +78,10 @@ def _fail(name: str, message: str) -> CheckResult:
 
 def _load_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except RecursionError:  # hostile input: arrays nested beyond the parser's recursion limit
+            raise ValueError("JSON nested too deeply") from None
 
 
 def check_manifest(run_dir: str | os.PathLike[str]) -> CheckResult:

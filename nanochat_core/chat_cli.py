@@ -22,6 +22,7 @@ from typing import TextIO
 import torch
 
 from nanochat_core.checkpoint import checkpoint_dir, latest_step, load_model
+from nanochat_core.common import pick_device
 from nanochat_core.engine import Engine
 from nanochat_core.model import GPT
 from nanochat_core.tokenizer import Tokenizer
@@ -171,7 +172,7 @@ def run_chat(
     temperature: float = DEFAULT_TEMPERATURE,
     top_k: int = DEFAULT_TOP_K,
     max_tokens: int = DEFAULT_MAX_TOKENS,
-    device: str = "cpu",
+    device: str = "auto",
     seed: int | None = None,
     read: Callable[[str], str] = input,
     out: TextIO = sys.stdout,
@@ -179,7 +180,7 @@ def run_chat(
     """Chat with `run_dir/artifacts/checkpoints/<source>`; one-shot when `prompt` is given."""
     if not 0 <= temperature <= 2 or not 1 <= top_k <= 200 or max_tokens < 1:
         raise ValueError("temperature must be in [0, 2], top-k in [1, 200] and max tokens >= 1")
-    model, tok, _ = load_chat_model(Path(run_dir) / "artifacts", source, device)
+    model, tok, _ = load_chat_model(Path(run_dir) / "artifacts", source, pick_device(device))
     session = ChatSession(Engine(model, tok), temperature=temperature, top_k=top_k, max_tokens=max_tokens, seed=seed)
     if prompt is not None:
         for piece in session.reply(prompt):

@@ -78,6 +78,8 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RequestError(f"invalid JSON: {err}") from None
+    except RecursionError:
+        raise RequestError("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise RequestError("the body must be a JSON object")
     unknown = sorted(set(data) - {"messages", "temperature", "top_k", "max_tokens"})
@@ -217,7 +219,7 @@ def create_app(pool: WorkerPool, *, seed: int | None = None, ui_file: Path = UI_
         try:
             if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
                 raise RequestError(f"request body larger than {MAX_BODY_BYTES} bytes", 413)
-            chat = parse_chat_request(await request.body())
+            chat = parse_chat_request(await _read_body(request))
             engine = pool.workers[0].engine
             prompt = prompt_tokens(engine.tokenizer, chat.messages)
             if len(prompt) >= engine.max_positions:
@@ -235,6 +237,17 @@ def create_app(pool: WorkerPool, *, seed: int | None = None, ui_file: Path = UI_
         )
 
     return app
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, read no further than MAX_BODY_BYTES (a chunked upload declares no length)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestError(f"request body larger than {MAX_BODY_BYTES} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _stream(pool: WorkerPool, chat: ChatRequest, prompt: list[int], seed: int, counters: dict) -> AsyncIterator[str]:

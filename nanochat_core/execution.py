@@ -44,7 +44,7 @@ class ExecutionResult:
 # Executed by the child interpreter before the program. argv: program path, memory MiB, CPU seconds,
 # max file bytes. Names are underscored to stay out of the program's way (it gets fresh globals anyway).
 _GUARD = r'''
-import builtins, io, linecache, os, posix, resource, shutil, socket, _socket, subprocess, sys
+import builtins, io, _io, linecache, os, posix, resource, shutil, socket, _socket, subprocess, sys
 import _posixsubprocess
 
 _path, _mem_mb, _cpu_s, _fsize = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -150,11 +150,32 @@ def _guarded_mkdir(path, mode=0o777, *, dir_fd=None):
     return _real_mkdir(path, mode)
 
 
-builtins.open = io.open = _guarded_open
+_real_utime = os.utime
+
+
+def _guarded_utime(path, *args, **kwargs):
+    _check_write(path, "os.utime")
+    return _real_utime(path, *args, **kwargs)
+
+
+class _GuardedFileIO(_io.FileIO):
+    """io.FileIO opens files without going through open(): the same write check applies."""
+
+    def __init__(self, file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            _check_write(file, "FileIO")
+        super().__init__(file, mode, *args, **kwargs)
+
+
+builtins.open = io.open = _io.open = _guarded_open
+io.FileIO = _io.FileIO = _GuardedFileIO
 os.open = posix.open = _guarded_os_open
 os.mkdir = posix.mkdir = _guarded_mkdir
+os.utime = posix.utime = _guarded_utime
 
-for _name in ("ctypes", "_ctypes", "resource", "psutil", "tkinter", "ipdb", "joblib"):
+# C extensions that create files on their own (sqlite, dbm) are not needed by HumanEval programs.
+for _name in ("ctypes", "_ctypes", "resource", "psutil", "tkinter", "ipdb", "joblib",
+              "sqlite3", "_sqlite3", "dbm.gnu", "dbm.ndbm", "_gdbm", "_dbm"):
     sys.modules[_name] = None  # importing these now raises ImportError
 
 linecache.cache["<program>"] = (len(_source), None, _source.splitlines(True), "<program>")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Not marked slow on purpose: this is the one real end-to-end run the default test command (and CI) keeps.
 
 
 def nanobench(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

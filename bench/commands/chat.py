@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="tokens per reply")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda")
     parser.add_argument("--seed", type=int, default=None, help="make the sampling reproducible")
     parser.set_defaults(func=run)
 

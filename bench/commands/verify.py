@@ -63,6 +63,6 @@ def _preset_pins(run_dir: str) -> dict | None:
 
     try:
         preset = json.loads((Path(run_dir) / "result.json").read_text(encoding="utf-8")).get("preset")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None  # the schema check reports an unreadable result.json
     return load_preset_pins(preset) if isinstance(preset, str) else None

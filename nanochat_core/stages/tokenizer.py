@@ -9,7 +9,7 @@ from nanochat_core.common import Runtime
 from nanochat_core.config import WorkloadConfig
 from nanochat_core.observer import EVAL, LOG
 from nanochat_core.stages.download import data_files
-from nanochat_core.tokenizer import Tokenizer, truncated_docs
+from nanochat_core.tokenizer import TOKENIZER_FILE, Tokenizer, truncated_docs
 from nanochat_core.tokenizer_eval import compression_report
 
 
@@ -30,7 +30,10 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict:
     t0 = time.perf_counter()
     tok = Tokenizer.train(texts(), tc.vocab_size)
     train_seconds = time.perf_counter() - t0
-    path = tok.save(tokenizer_dir(rt))
+    if rt.is_main:  # under torchrun every rank trains the same tokenizer; only one may write the files
+        tok.save(tokenizer_dir(rt))
+    rt.barrier()
+    path = tokenizer_dir(rt) / TOKENIZER_FILE
     rt.observer.event(LOG, f"tokenizer: {tok.vocab_size} tokens from {chars[0]:,} chars in {train_seconds:.1f}s")
     report = compression_report(tok, train_files[0], val_file)
     for row in report["ours"]:

@@ -4,6 +4,7 @@ slow end-to-end check that the forecast lands within 15% of a real `nanobench ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -25,6 +26,7 @@ from bench.estimate import (
     TrainingCalibration,
     bootstrap_mean_band,
     calibration_config,
+    core_fewshot_floor,
     count_periodic,
     eval_blocks,
     eval_forecast,
@@ -43,6 +45,7 @@ from bench.estimate import (
     training_forecast,
 )
 from bench.submission import SubmissionError, is_forecast, submit_bundle
+from nanochat_core.evals.core_tasks import load_offline_tasks
 
 try:
     from tests.bench.test_leaderboard import make_result
@@ -217,6 +220,11 @@ def test_calibration_config_shortens_lengths_not_shapes():
     assert (c.pretrain.depth, c.pretrain.seq_len, c.pretrain.total_batch_tokens) == (w.pretrain.depth, w.pretrain.seq_len, w.pretrain.total_batch_tokens)
     assert c.base_eval.core_max_per_task == 3 and c.chat_eval.max_problems == 3
     assert c.tokenizer.max_chars == 10_000_000 and c.tokenizer.vocab_size == w.tokenizer.vocab_size
+    # CORE draws few-shot examples from the task's own rows: calibrate with enough rows for full prompts
+    assert core_fewshot_floor(w) == 11  # the bundle is absent here: CORE's largest few-shot count + 1
+    offline = dataclasses.replace(w, base_eval=dataclasses.replace(w.base_eval, bundle="offline"))
+    assert core_fewshot_floor(offline) == max(t.num_fewshot for t in load_offline_tasks().tasks) + 1
+    assert calibration_config(w, EstimateOptions(eval_examples=3), core_min_examples=11).base_eval.core_max_per_task == 11
     s = load_config().preset("smoke").workload
     cs = calibration_config(s, EstimateOptions(calibration_steps=50, eval_examples=20))
     # never longer than the preset
@@ -317,6 +325,8 @@ max_new_tokens = 32
 source = "sft"
 [presets.smoke-mini.checks]
 probe_steps = 4
+val_bpb_band = [0.0, 10.0]
+val_bpb_band_source = "placeholder, as the smoke preset"
 """
 
 

