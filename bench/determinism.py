@@ -24,6 +24,8 @@ def classify_probe(main: dict[str, Any] | None, repeat: dict[str, Any] | None, *
     same_data = main["fingerprints"][:n] == repeat["fingerprints"][:n]
     diffs = [abs(a - b) / max(abs(a), 1e-12) for a, b in zip(main["losses"][:n], repeat["losses"][:n])]
     max_rel = max(diffs) if diffs else 0.0
+    if any(not math.isfinite(d) for d in diffs):
+        max_rel = math.inf  # a NaN loss on either side is never "close"
     same_weights = main.get("params_sha256") is not None and main.get("params_sha256") == repeat.get("params_sha256")
     info = {
         "steps": n,
@@ -42,10 +44,11 @@ def classify_probe(main: dict[str, Any] | None, repeat: dict[str, Any] | None, *
 
 def check_convergence(val_bpb: float | None, band: tuple[float, float], source: str) -> dict[str, Any]:
     lo, hi = band
+    shown = [lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None]  # JSON has no infinity
     if val_bpb is None or not math.isfinite(val_bpb):
-        return {"ok": False, "val_bpb": val_bpb, "band": [lo, hi], "source": source, "reason": "no finite val bpb"}
+        return {"ok": False, "val_bpb": val_bpb, "band": shown, "source": source, "reason": "no finite val bpb"}
     ok = lo <= val_bpb <= hi
-    return {"ok": ok, "val_bpb": val_bpb, "band": [lo, hi], "source": source,
+    return {"ok": ok, "val_bpb": val_bpb, "band": shown, "source": source,
             "reason": None if ok else f"val bpb {val_bpb:.4f} outside [{lo}, {hi}]"}
 
 

@@ -32,16 +32,17 @@ import random
 import shutil
 import statistics
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from bench.config import Preset, workload_to_json
 from bench.cost import Pricing, phase_cost
 from bench.phases import Launch, StageOutcome, phase_spec, run_stage
 from bench.pipeline import selected_phases
 from nanochat_core.config import WorkloadConfig
-from nanochat_core.observer import EVAL, LOG, PROGRESS, STAGE_END, STAGE_START, STEP
+from nanochat_core.observer import EVAL, LOG, PROGRESS, STAGE_END, STEP
 
 FORECAST_VERSION = 1
 WARMUP_STEPS = 3  # step dts dropped as warm-up/compile before the steady state is measured
@@ -81,18 +82,18 @@ class Band:
             raise ValueError(f"band must satisfy low <= expected <= high, got {self}")
 
     @classmethod
-    def exact(cls, value: float) -> "Band":
+    def exact(cls, value: float) -> Band:
         return cls(value, value, value)
 
     @classmethod
-    def with_margin(cls, value: float, margin: float) -> "Band":
+    def with_margin(cls, value: float, margin: float) -> Band:
         """`value` +- `margin` (a fraction), never below zero."""
         return cls(max(0.0, value * (1 - margin)), value, value * (1 + margin))
 
-    def __add__(self, other: "Band") -> "Band":
+    def __add__(self, other: Band) -> Band:
         return Band(self.low + other.low, self.expected + other.expected, self.high + other.high)
 
-    def scale(self, factor: float) -> "Band":
+    def scale(self, factor: float) -> Band:
         if factor < 0:
             raise ValueError("a band can only be scaled by a factor >= 0")
         return Band(self.low * factor, self.expected * factor, self.high * factor)
@@ -772,7 +773,11 @@ class Calibrator:
         return fc
 
     def _calibrate_base_eval(self) -> PhaseForecast:
-        from nanochat_core.evals.core_tasks import load_bundle_tasks, load_offline_tasks, load_task_rows
+        from nanochat_core.evals.core_tasks import (
+            load_bundle_tasks,
+            load_offline_tasks,
+            load_task_rows,
+        )
 
         outcome, events = self._run("base_eval")
         if not outcome.ok:

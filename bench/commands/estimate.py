@@ -23,7 +23,14 @@ from rich.table import Table
 from bench.atomic import write_json_atomic
 from bench.config import ConfigError, load_config
 from bench.cost import Pricing, PricingError
-from bench.estimate import DEFAULT_SCALING_EFFICIENCY, EVAL_CALIBRATION_EXAMPLES, SCALING_SOURCE, WARMUP_STEPS, EstimateOptions, estimate
+from bench.estimate import (
+    DEFAULT_SCALING_EFFICIENCY,
+    EVAL_CALIBRATION_EXAMPLES,
+    SCALING_SOURCE,
+    WARMUP_STEPS,
+    EstimateOptions,
+    estimate,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -39,8 +39,8 @@ from bench.estimate import (
     steady_state,
     step_dts,
     step_overhead,
-    task_durations,
     tail_after_last_eval,
+    task_durations,
     tokenizer_forecast,
     training_forecast,
 )
@@ -181,7 +181,7 @@ def test_eval_forecast_per_task_rates_and_borrowed_start():
         {"time_ms": 19000, "key": "eval", "value": "chat_eval/GSM8K", "metadata": {}},
         {"time_ms": 19500, "key": "eval", "value": "chat_eval/ChatCORE", "metadata": {}},
     ]
-    done = lambda e: e["value"][10:] if e["key"] == "eval" and e["value"] != "chat_eval/ChatCORE" else None  # noqa: E731
+    done = lambda e: e["value"][10:] if e["key"] == "eval" and e["value"] != "chat_eval/ChatCORE" else None
     durations, timed_first = task_durations(events, start=lambda e: False, done=done)
     assert not timed_first and durations["ARC-Challenge"] == 2.0 and durations["GSM8K"] == 8.0
     cal = EvalCalibration(wall_s=21.0, task_s=durations, task_examples={"ARC-Easy": 2, "ARC-Challenge": 2, "GSM8K": 2},
