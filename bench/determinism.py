@@ -30,7 +30,7 @@ def classify_probe(main: dict[str, Any] | None, repeat: dict[str, Any] | None, *
     info = {
         "steps": n,
         "same_batch_fingerprints": same_data,
-        "max_rel_loss_diff": max_rel,
+        "max_rel_loss_diff": max_rel if math.isfinite(max_rel) else None,  # None: a non-finite loss
         "same_weights": same_weights,
         "rel_tol": rel_tol,
     }
