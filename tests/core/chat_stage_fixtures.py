@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from nanochat_core.common import Runtime
-from nanochat_core.config import DataConfig, MidTrainConfig, PretrainConfig, RLConfig, SFTConfig, TokenizerConfig, WorkloadConfig
+from nanochat_core.config import BaseEvalConfig, DataConfig, MidTrainConfig, PretrainConfig, RLConfig, SFTConfig, TokenizerConfig, WorkloadConfig
 from nanochat_core.observer import ListObserver
 from nanochat_core.stages import download, pretrain
 from nanochat_core.tokenizer import Tokenizer
@@ -32,6 +32,7 @@ def tiny_config(**sections) -> WorkloadConfig:
         seed=7,
         tokenizer=TokenizerConfig(vocab_size=512),
         data=DataConfig(source="shipped"),
+        base_eval=BaseEvalConfig(bundle="offline"),  # the download stage then fetches nothing
         pretrain=PretrainConfig(
             depth=2, seq_len=SEQ_LEN, total_batch_tokens=8 * SEQ_LEN, device_batch_size=8, num_iterations=6,
             target_param_data_ratio=-1.0, eval_every=-1, eval_tokens=4 * SEQ_LEN, muon_momentum_ramp_steps=10,
