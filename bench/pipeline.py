@@ -9,6 +9,7 @@ stage restarts from its last checkpoint) and the time its first attempt spent is
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -57,7 +58,19 @@ class RunState:
         return cls(path, data.get("phases", {}), data.get("running"))
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"phases": self.phases, "running": self.running})
+        # a stage may report NaN/inf (a diverged loss); state.json stays strict JSON with null there
+        write_json_atomic(self.path, _finite({"phases": self.phases, "running": self.running}))
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None (recursively through dicts and lists)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def prior_attempt_seconds(state: RunState, name: str, run_dir: Path) -> float:

@@ -121,7 +121,8 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, probe_steps: int | str = 0, stop_af
         f"pretrain: d{pc.depth} {n_params:,} params, {steps} steps x {pc.total_batch_tokens:,} tokens, "
         f"device batch {B}, grad accum {loader.grad_accum}, world {rt.world_size}",
     )
-    val_bpb, last_loss, loss_ema, dt = float("nan"), float("nan"), 0.0, 0.0
+    # a run resumed at its final checkpoint takes no step: its final loss is the one saved there
+    val_bpb, last_loss, loss_ema, dt = float("nan"), history.get("last_loss", float("nan")), 0.0, 0.0
     step = start_step
     while True:
         if probe_steps and step == probe_steps and probe["params_sha256"] is None:
@@ -162,7 +163,7 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, probe_steps: int | str = 0, stop_af
         dt = time.perf_counter() - t0
         # ---- bookkeeping, outside the timed region ----
         mean_loss = rt.all_reduce_sum(loss_sum / loader.grad_accum) / rt.world_size
-        last_loss = float(mean_loss.item())
+        last_loss = history["last_loss"] = float(mean_loss.item())
         fingerprint = _global_fingerprint(row_hashes, R, rt)
         history["fingerprints"].update(fingerprint.encode())
         if step > pc.timing_skip_steps:
@@ -226,6 +227,7 @@ def _save(out_dir: Path, step: int, model, optimizer, loader, rt: Runtime, train
         "loader": loader.state(),
         "train_time": train_time,
         "min_val_bpb": history["min_val_bpb"],
+        "last_loss": history.get("last_loss", float("nan")),
         "fingerprint_chain_state": history["fingerprints"].hexdigest(),
         "torch_rng": torch.get_rng_state(),
     }
@@ -250,6 +252,7 @@ def _restore(out_dir: Path, step: int, model, optimizer, loader, rt: Runtime, hi
     # The chain continues from the saved digest so a resumed run's chain equals an uninterrupted one's.
     history["fingerprints"] = _ChainFrom(train_state["fingerprint_chain_state"])
     history["probe"] = train_state.get("probe")
+    history["last_loss"] = train_state.get("last_loss", float("nan"))
     return step, train_state["train_time"]
 
 

@@ -17,11 +17,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 PHASES_NO_EVAL = "download,tokenizer,pretrain"
-TINY_STEPS = 12
-TINY_CHECKPOINT_EVERY = 3
+TINY_STEPS = 30
+TINY_CHECKPOINT_EVERY = 4
 TINY_PROBE_STEPS = 2
 
-# Derived from the smoke preset: d2, seq 64, 12 steps, a checkpoint every 3 steps, tiny evals.
+# Derived from the smoke preset: d2, seq 64, 30 steps, a checkpoint every 4 steps, tiny evals.
 TINY_TOML = f"""
 [harness]
 runs_dir = "runs"
@@ -42,7 +42,7 @@ seq_len = 64
 total_batch_tokens = 512
 num_iterations = {TINY_STEPS}
 target_param_data_ratio = -1.0
-eval_every = 6
+eval_every = 10
 eval_tokens = 1024
 checkpoint_every = {TINY_CHECKPOINT_EVERY}
 muon_momentum_ramp_steps = 5

@@ -38,9 +38,10 @@ _rng = random.Random(SEED)
 # One run, three faults in a row, each followed by `--resume`: a SIGTERM mid-run (after at least one
 # checkpoint), a SIGKILL at a random step of the resumed attempt, then a SIGKILL while the next resumed
 # attempt's stage is still starting up (-1, before its first step).
+# Points stay in the first half of the run so that a fast machine cannot finish before the fault lands.
 FAULTS: list[tuple[signal.Signals, int]] = [
-    (signal.SIGTERM, _rng.randint(4, TINY_STEPS - 2)),
-    (signal.SIGKILL, _rng.randint(0, TINY_STEPS - 2)),
+    (signal.SIGTERM, _rng.randint(5, TINY_STEPS // 2)),
+    (signal.SIGKILL, _rng.randint(0, TINY_STEPS // 2)),
     (signal.SIGKILL, -1),
 ]
 
