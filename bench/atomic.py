@@ -10,6 +10,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+from nanochat_core.atomic import fsync_dir  # one implementation for both packages
 from typing import Any
 
 
@@ -45,17 +47,3 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | N
     """Serialize ``obj`` as JSON (trailing newline) and write it atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n"
     return write_atomic(path, text)
-
-
-def fsync_dir(directory: str | os.PathLike[str]) -> None:
-    """Persist a directory's entries (renames, creations). A no-op where directories can't be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

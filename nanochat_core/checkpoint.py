@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from nanochat_core.atomic import atomic_open, atomic_write_text
 from nanochat_core.model import GPT, GPTConfig
 
 STAGES = ("base", "mid", "sft", "rl")
@@ -30,29 +31,12 @@ def checkpoint_dir(artifacts_dir: str | os.PathLike[str], stage: str) -> Path:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves nothing half-written behind
-        raise
+    with atomic_open(path) as fh:
+        torch.save(obj, fh)
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def save_checkpoint(

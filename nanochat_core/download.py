@@ -21,7 +21,6 @@ import http.client
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import urllib.error
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from filelock import FileLock
+
+from nanochat_core.atomic import atomic_write_bytes, fsync_dir  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -68,39 +69,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := fh.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Flush a directory entry (after a rename) where the OS allows it."""
-    try:
-        fd = os.open(os.fspath(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to a temp file next to `path`, fsync, then `os.replace` it into place."""
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_dir(directory)
 
 
 # --------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ class MuonAdamW:
     def step(self) -> torch.Tensor:
         """One update. Returns the global (pre-clip) gradient norm as a 0-d tensor (no host sync)."""
         self.step_count += 1
-        W, r = self.world_size, self.rank
+        W = self.world_size
         adam_grads = [[self._reduce_slice(p.grad) for p in g.params] for g in self.adam]
         muon_grads = [self._reduce_owned(g) for g in self.muon]
 

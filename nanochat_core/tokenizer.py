@@ -16,6 +16,8 @@ from typing import Iterable, Iterator, Sequence
 
 import tiktoken
 
+from nanochat_core.atomic import atomic_open, atomic_write_bytes
+
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
@@ -72,10 +74,9 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / TOKENIZER_FILE
-        _write_atomic(path, self.to_json().encode("utf-8"))
-        tmp = directory / (TOKEN_BYTES_FILE + ".tmp")
-        torch.save(self.token_bytes(), tmp)
-        os.replace(tmp, directory / TOKEN_BYTES_FILE)
+        atomic_write_bytes(path, self.to_json().encode("utf-8"))
+        with atomic_open(directory / TOKEN_BYTES_FILE) as fh:
+            torch.save(self.token_bytes(), fh)
         return path
 
     @classmethod
@@ -172,12 +173,3 @@ def truncated_docs(texts: Iterable[str], max_chars: int, doc_cap: int) -> Iterat
         seen += len(doc)
         if seen >= max_chars:
             return
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

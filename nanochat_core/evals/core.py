@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from nanochat_core.atomic import atomic_write_text
 from nanochat_core.evals.core_tasks import CoreTask, core_label, load_task_rows
 
 FEWSHOT_SEED_BASE = 1234
@@ -463,15 +464,9 @@ def write_core_results(result: dict[str, Any], out_dir: str | os.PathLike[str]) 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "core.csv", out_dir / "core.json"
-    _write_atomic(csv_path, core_csv_text(result))
-    _write_atomic(json_path, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(csv_path, core_csv_text(result))
+    atomic_write_text(json_path, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return csv_path, json_path
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+

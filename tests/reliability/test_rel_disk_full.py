@@ -9,13 +9,13 @@ no temporary file is left behind to eat the little space there is.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import types
 from pathlib import Path
 
 import pytest
 import torch
+
+import nanochat_core.atomic as core_atomic
 
 from nanochat_core import checkpoint as ckpt
 from nanochat_core.model import GPTConfig, build_model
@@ -67,20 +67,24 @@ def test_checkpoint_write_hitting_enospc_leaves_the_previous_step_latest(tmp_pat
     model = _tiny_model()
     _save(directory, 3, model)
     before = {p.name: p.read_bytes() for p in directory.iterdir()}
-    real_save, real_dump = torch.save, json.dump
+    # Fail the temp file of the victim's step-6 write after a few bytes (the writes go through
+    # nanochat_core.atomic: mkstemp names the temp file after its target, fdopen opens it).
+    real_mkstemp, real_fdopen = core_atomic.tempfile.mkstemp, core_atomic.os.fdopen
+    temp_names: dict[int, str] = {}
 
-    def failing_save(obj, f, *args, **kwargs):
-        if f"{victim}_000006" in getattr(f, "name", ""):
-            return real_save(obj, _FullAfter(f, 100), *args, **kwargs)
-        return real_save(obj, f, *args, **kwargs)
+    def mkstemp(*args, **kwargs):
+        fd, path = real_mkstemp(*args, **kwargs)
+        temp_names[fd] = os.path.basename(path)
+        return fd, path
 
-    def failing_dump(obj, fh, **kwargs):
-        if "meta_000006" in getattr(fh, "name", ""):
-            return real_dump(obj, _FullAfter(fh, 10), **kwargs)
-        return real_dump(obj, fh, **kwargs)
+    def fdopen(fd, *args, **kwargs):
+        fh = real_fdopen(fd, *args, **kwargs)
+        if temp_names.get(fd, "").startswith(f"{victim}_000006"):
+            return _FullAfter(fh, 10 if victim == "meta" else 100)
+        return fh
 
-    monkeypatch.setattr(torch, "save", failing_save)
-    monkeypatch.setattr(ckpt, "json", types.SimpleNamespace(dump=failing_dump, loads=json.loads))
+    monkeypatch.setattr(core_atomic.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(core_atomic.os, "fdopen", fdopen)
     # torch.save reports a failed write inside its zip writer as RuntimeError; json.dump as the OSError itself
     with pytest.raises((OSError, RuntimeError)) as info:
         _save(directory, 6, _tiny_model(seed=1))
