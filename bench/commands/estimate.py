@@ -11,7 +11,6 @@ scratch run directory, then extrapolates to the preset's full length. The JSON i
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +21,8 @@ from rich.table import Table
 
 from bench.atomic import write_json_atomic
 from bench.config import ConfigError, load_config
-from bench.cost import Pricing, PricingError
+from bench.commands.pricing_args import default_nproc, pricing_from_args
+from bench.cost import PricingError
 from bench.estimate import (
     DEFAULT_SCALING_EFFICIENCY,
     EVAL_CALIBRATION_EXAMPLES,
@@ -56,28 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _visible_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001
-        return 0
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
         preset = cfg.preset(args.preset)
-        pricing = Pricing(
-            hourly_rate_usd=args.hourly_rate,
-            price_source=args.price_source or cfg.harness.price_source or "given on the command line (--hourly-rate)",
-            price_kind=args.price_kind or cfg.harness.price_kind,
-            captured_on=dt.date.today().isoformat(),
-        )
-        gpus = _visible_gpus() if args.device in ("auto", "cuda") else 0
+        pricing = pricing_from_args(args, cfg.harness)
         opts = EstimateOptions(
-            calibration_steps=args.calibration_steps, eval_examples=args.calibration_examples, warmup=args.warmup_steps, nproc=args.nproc or max(1, gpus),
+            calibration_steps=args.calibration_steps, eval_examples=args.calibration_examples, warmup=args.warmup_steps, nproc=default_nproc(args.nproc, args.device),
             efficiency=args.assume_scaling, device=args.device, compile=False if args.no_compile else None,
         )
         if not 0 < opts.efficiency <= 1:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import signal
 import sys
@@ -18,6 +17,7 @@ from filelock import FileLock, Timeout
 
 from bench.atomic import write_json_atomic
 from bench.config import ConfigError, load_config, workload_to_json
+from bench.commands.pricing_args import default_nproc, pricing_from_args
 from bench.cost import Pricing, PricingError
 from bench.display import RunDisplay
 from bench.phases import PHASE_NAMES, Launch
@@ -53,15 +53,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _visible_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001
-        return 0
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         resume_dir = Path(args.resume) if args.resume else None
@@ -81,18 +72,11 @@ def run(args: argparse.Namespace) -> int:
             if args.hourly_rate is None:
                 print("error: --hourly-rate USD is required (the whole machine's price per hour; 0 if you only want time)", file=sys.stderr)
                 return 2
-            pricing = Pricing(
-                hourly_rate_usd=args.hourly_rate,
-                price_source=args.price_source or cfg.harness.price_source or "given on the command line (--hourly-rate)",
-                price_kind=args.price_kind or cfg.harness.price_kind,
-                captured_on=args.captured_on or dt.date.today().isoformat(),
-                energy_price_usd_per_kwh=args.energy_price,
-            )
+            pricing = pricing_from_args(args, cfg.harness)
             phases = selected_phases(preset, _split(args.phases), _split(args.skip))
             _check_launch_args(args)
-            gpus = _visible_gpus() if args.device in ("auto", "cuda") else 0
             launch = Launch(
-                nproc=args.nproc or max(1, gpus), nnodes=args.nnodes, node_rank=args.node_rank,
+                nproc=default_nproc(args.nproc, args.device), nnodes=args.nnodes, node_rank=args.node_rank,
                 rdzv_endpoint=args.rdzv_endpoint, device=args.device, compile=False if args.no_compile else None,
             )
             run_id = args.run_id or new_run_id(preset.name)
