@@ -242,10 +242,17 @@ def test_row_contents_labels_energy_and_badges(site):
     assert rows["run-mid"].pins == "match" and rows["run-mid"].signature == "verified"
 
 
-def test_pins_mismatch_and_not_checked(tmp_path):
+def test_pins_mismatch_and_not_checked(tmp_path, monkeypatch):
     subs = tmp_path / "submissions"
     key_dir = tmp_path / "keys"
     submit_bundle(make_bundle(tmp_path / "w", make_result("r1", rate=2.0, pretrain_s=60.0), key_dir), subs)
+    # Without a pins file the build uses the pins nanobench ships for the preset: the fixture's made-up
+    # workload hashes do not match the real speedrun pins.
+    shipped = build_site(subs, tmp_path / "site0")
+    assert shipped.boards[0].rows[0].pins == "mismatch"
+    import bench.workload_identity as identity
+
+    monkeypatch.setattr(identity, "PINS_DIR", tmp_path / "no-pins")  # a preset nanobench ships no pins for
     unpinned = build_site(subs, tmp_path / "site1")
     assert unpinned.boards[0].rows[0].pins == "not checked"
     assert "spec not checked" in (tmp_path / "site1" / "index.html").read_text()
