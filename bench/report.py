@@ -97,7 +97,7 @@ def _phases(result: Mapping[str, Any]) -> str:
     return text
 
 
-def _score_table(title: str, metric: Any) -> str | None:
+def _score_table(title: str, metric: Any, column: str) -> str | None:
     if metric is None:
         return None
     rows = []
@@ -106,11 +106,18 @@ def _score_table(title: str, metric: Any) -> str | None:
             rows.append([task, _num(value.get("score") if isinstance(value, Mapping) else value)])
     label = metric.get("label", title) if isinstance(metric, Mapping) else title
     rows.append([f"**{label}**", _num(headline_score(metric))])
-    return f"### {label}\n\n" + _table(rows, ["task", "score"])
+    return f"### {label}\n\n" + _table(rows, ["task", column])
 
 
 def _scores(metrics: Mapping[str, Any]) -> str | None:
-    parts = [t for t in (_score_table("CORE", metrics.get("core")), _score_table("ChatCORE", metrics.get("chatcore"))) if t]
+    parts = [
+        t
+        for t in (
+            _score_table("CORE", metrics.get("core"), "centered accuracy"),
+            _score_table("ChatCORE", metrics.get("chatcore"), "accuracy"),
+        )
+        if t
+    ]
     return "## Scores\n\n" + "\n\n".join(parts) if parts else None
 
 

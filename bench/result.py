@@ -69,7 +69,13 @@ def collect_metrics(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "peak_memory_bytes": pre.get("peak_memory_bytes"),
     }
     if be:
-        metrics["core"] = {"score": be.get("core"), "label": be.get("core_label"), "tasks": be.get("core_tasks")}
+        details = be.get("core_tasks") or {}
+        metrics["core"] = {
+            "score": be.get("core"),
+            "label": be.get("core_label"),
+            "tasks": {name: (d.get("centered") if isinstance(d, dict) else d) for name, d in details.items()},  # centered, as CORE averages them
+            "task_details": details,
+        }
     if ce:
         metrics["chatcore"] = {"score": ce.get("chatcore"), "tasks": ce.get("chatcore_tasks"), "source": ce.get("source"),
                                "reason": ce.get("chatcore_reason")}

@@ -62,7 +62,7 @@ def test_valid_bundle_passes(bundle):
 
 
 def test_valid_bundle_passes_through_cli(bundle):
-    proc = _cli("verify", str(bundle))
+    proc = _cli("verify", str(bundle), "--no-preset-pins")
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout
 
@@ -179,7 +179,7 @@ def test_pins_toml(bundle, tmp_path):
 
 
 def test_json_output(bundle, capsys):
-    assert main(["verify", str(bundle), "--json"]) == 0
+    assert main(["verify", str(bundle), "--json", "--no-preset-pins"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] is True and len(out["checks"]) == 5
 
@@ -189,7 +189,7 @@ def test_trusted_keys_file(bundle, tmp_path, capsys):
 
     keys = tmp_path / "trusted.txt"
     keys.write_text(f"# our lab\n{signing.key_fingerprint()}  # main key\n")
-    assert main(["verify", str(bundle), "--trusted-keys", str(keys)]) == 0
+    assert main(["verify", str(bundle), "--trusted-keys", str(keys), "--no-preset-pins"]) == 0
     keys.write_text("SHA256:" + "0" * 32 + "\n")
     assert main(["verify", str(bundle), "--trusted-keys", str(keys)]) == 1
 
@@ -197,3 +197,9 @@ def test_trusted_keys_file(bundle, tmp_path, capsys):
 def test_not_a_directory(tmp_path):
     report = verify.verify_bundle(tmp_path / "nope")
     assert not report.ok and "not a directory" in report.message
+
+
+def test_cli_checks_the_pins_shipped_for_the_preset_by_default(bundle):
+    """The fixture's made-up workload hashes are not the speedrun pins nanobench ships."""
+    assert main(["verify", str(bundle)]) == 1
+    assert main(["verify", str(bundle), "--no-preset-pins"]) == 0
