@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
 from chat_stage_fixtures import save_chat_run, tiny_chat_model
+from uvicorn_thread import ServerThread
 from nanochat_core.chat_web import (
     MAX_MESSAGE_CHARS,
     MAX_MESSAGES,
@@ -24,34 +22,6 @@ from nanochat_core.chat_web import (
     prompt_tokens,
 )
 from nanochat_core.engine import Engine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerThread:
-    """uvicorn serving `app` on 127.0.0.1:<free port> in a daemon thread."""
-
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            if time.time() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import socket
 import sys
 import threading
 import time
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from chat_stage_fixtures import tiny_chat_model  # noqa: E402
+from uvicorn_thread import ServerThread  # noqa: E402
 
 from nanochat_core.chat_web import MAX_BODY_BYTES, Worker, WorkerPool, create_app, serve  # noqa: E402
 from nanochat_core.engine import Engine  # noqa: E402
@@ -32,32 +31,11 @@ CLIENTS = 12
 TIMEOUT_S = 90
 
 
-class Server:
-    def __init__(self, app) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            assert time.time() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def url():
     model, tok = tiny_chat_model()
     pool = WorkerPool([Worker(0, Engine(model, tok), "cpu")])
-    with Server(create_app(pool, seed=0)) as base:
+    with ServerThread(create_app(pool, seed=0)) as base:
         yield base
 
 
