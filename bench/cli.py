@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # matplotlib announces building its font cache on first use; that is not news for a benchmark user
+    logging.getLogger("matplotlib").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

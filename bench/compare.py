@@ -6,6 +6,12 @@ and, for every input after the first, its ratio to the first (``None`` where eit
 missing or the first is zero). Scores with different labels (``CORE`` vs ``CORE-offline-18``) get
 separate rows, so no ratio ever mixes two different evaluations. Forecasts are marked in the
 column header.
+
+The first row names each input's hardware. A metric no input recorded gets no row (the table and
+markdown list it under "not recorded"). The table and markdown formats print numbers for people
+(``$26.70``, ``1 h 04 min``, ``40.0%``) and ratios in words, marked better or worse for the
+metric's direction (``2.30x faster (better)``, ``0.40x the cost (better)``); csv and json keep the
+raw numbers.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.submission import SubmissionError, is_forecast, load_meta, resolve_ref
+from bench.system_view import hardware_label
 
 FORMATS = ("table", "csv", "json", "markdown")
 NA = "n/a"
@@ -40,12 +47,18 @@ class CompareEntry:
     label: str | None = None
 
 
+LOWER_IS_BETTER = "lower"
+HIGHER_IS_BETTER = "higher"
+
+
 @dataclass
 class MetricRow:
     metric: str
     unit: str
     values: list[float | None]
     ratios: list[float | None] = field(default_factory=list)
+    better: str | None = None  # LOWER_IS_BETTER, HIGHER_IS_BETTER or None (no direction)
+    texts: list[str] | None = None  # a text row (hardware): shown as is, never a ratio
 
 
 def _number(value: Any) -> float | None:
@@ -119,9 +132,10 @@ def comparison_rows(entries: Sequence[CompareEntry]) -> list[MetricRow]:
     results = [e.result for e in entries]
     triples = [_dict(r.get("triple")) for r in results]
     metrics = [_dict(r.get("metrics")) for r in results]
+    low, high = LOWER_IS_BETTER, HIGHER_IS_BETTER
     rows = [
-        MetricRow("cost", "USD", [_number(t.get("usd")) for t in triples]),
-        MetricRow("time", "minutes", [_number(t.get("minutes")) for t in triples]),
+        MetricRow("cost", "USD", [_number(t.get("usd")) for t in triples], better=low),
+        MetricRow("time", "minutes", [_number(t.get("minutes")) for t in triples], better=low),
     ]
     labels = [str(t.get("core_label") or _dict(m.get("core")).get("label") or "CORE") for t, m in zip(triples, metrics)]
     for label in dict.fromkeys(labels):
@@ -129,14 +143,14 @@ def comparison_rows(entries: Sequence[CompareEntry]) -> list[MetricRow]:
             MetricRow(label, "score", [
                 (_number(t.get("core")) if "core" in t else _score(m.get("core"))) if lab == label else None
                 for t, m, lab in zip(triples, metrics, labels)
-            ])
+            ], better=high)
         )
     rows += [
-        MetricRow("ChatCORE", "score", [_number(t.get("chatcore")) if "chatcore" in t else _score(m.get("chatcore")) for t, m in zip(triples, metrics)]),
-        MetricRow("val_bpb", "bits/byte", [_number(m.get("val_bpb")) for m in metrics]),
-        MetricRow("throughput", "tok/s", [_number(m.get("tok_per_s")) for m in metrics]),
-        MetricRow("MFU", "fraction", [_number(m.get("mfu")) for m in metrics]),
-        MetricRow("energy (counted)", "kWh", [_counted_energy_kwh(r) for r in results]),
+        MetricRow("ChatCORE", "score", [_number(t.get("chatcore")) if "chatcore" in t else _score(m.get("chatcore")) for t, m in zip(triples, metrics)], better=high),
+        MetricRow("val_bpb", "bits/byte", [_number(m.get("val_bpb")) for m in metrics], better=low),
+        MetricRow("throughput", "tok/s", [_number(m.get("tok_per_s")) for m in metrics], better=high),
+        MetricRow("MFU", "fraction", [_number(m.get("mfu")) for m in metrics], better=high),
+        MetricRow("energy (counted)", "kWh", [_counted_energy_kwh(r) for r in results], better=low),
     ]
     phase_names = list(dict.fromkeys(p["name"] for r in results for p in _phases(r)))
     for phase in phase_names:
@@ -144,13 +158,27 @@ def comparison_rows(entries: Sequence[CompareEntry]) -> list[MetricRow]:
         seconds = [_number(p.get("seconds")) if p else None for p in found]
         energy = [_number(p.get("energy_joules")) if p else None for p in found]
         rows += [
-            MetricRow(f"{phase} time", "minutes", [None if s is None else s / 60.0 for s in seconds]),
-            MetricRow(f"{phase} energy", "kWh", [None if j is None else j / JOULES_PER_KWH for j in energy]),
-            MetricRow(f"{phase} cost", "USD", [_number(p.get("usd")) if p else None for p in found]),
+            MetricRow(f"{phase} time", "minutes", [None if s is None else s / 60.0 for s in seconds], better=low),
+            MetricRow(f"{phase} energy", "kWh", [None if j is None else j / JOULES_PER_KWH for j in energy], better=low),
+            MetricRow(f"{phase} cost", "USD", [_number(p.get("usd")) if p else None for p in found], better=low),
         ]
     for row in rows:
         row.ratios = [_ratio(v, row.values[0]) for v in row.values]
     return rows
+
+
+def hardware_row(entries: Sequence[CompareEntry]) -> MetricRow:
+    """The text row naming each input's hardware (``8 x NVIDIA H100 80GB HBM3``, ``CPU only: ...``)."""
+    texts = [hardware_label(_dict(e.result.get("system"))) for e in entries]
+    return MetricRow("hardware", "", [None] * len(entries), [None] * len(entries), texts=texts)
+
+
+def shown_rows(entries: Sequence[CompareEntry]) -> tuple[list[MetricRow], list[str]]:
+    """The hardware row plus every metric at least one input recorded; and the metrics none did."""
+    rows = comparison_rows(entries)
+    kept = [r for r in rows if any(v is not None for v in r.values)]
+    missing = [r.metric for r in rows if all(v is None for v in r.values)]
+    return [hardware_row(entries), *kept], missing
 
 
 def format_value(value: float | None) -> str:
@@ -168,6 +196,48 @@ def format_ratio(value: float | None) -> str:
     return f"{value:.2f}x" if 0.01 <= abs(value) < 1000 else f"{value:.3g}x"
 
 
+def human_value(value: float | None, unit: str) -> str:
+    """A number for people: ``$26.70``, ``1 h 04 min``, ``40.0%``, ``1,248``; ``n/a`` when missing."""
+    if value is None:
+        return NA
+    if unit == "USD":
+        if abs(value) >= 1000:
+            return f"${value:,.0f}"
+        return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.3g}"
+    if unit == "minutes":
+        if value >= 60:
+            hours, minutes = divmod(int(round(value)), 60)
+            return f"{hours} h {minutes:02d} min"
+        return f"{value:.1f} min" if value >= 1 else f"{value * 60:.0f} s"
+    if unit == "fraction":
+        return f"{value * 100:.1f}%"
+    if unit == "tok/s":
+        return f"{value:,.0f}"
+    if unit == "kWh":
+        return f"{value:,.1f}" if value >= 100 else f"{value:.3g}"
+    return f"{value:.4f}" if unit in ("score", "bits/byte") else format_value(value)
+
+
+_NOUNS = {"USD": "the cost", "kWh": "the energy", "tok/s": "the throughput", "score": "the score", "fraction": "the MFU",
+          "bits/byte": "the bits per byte"}
+
+
+def describe_ratio(row: MetricRow, i: int) -> str:
+    """``2.30x faster (better)``, ``0.40x the cost (better)``, ``same``; ``n/a`` when no ratio."""
+    ratio = row.ratios[i] if i < len(row.ratios) else None
+    if ratio is None:
+        return NA
+    if abs(ratio - 1.0) < 0.005:
+        return "same"
+    verdict = ""
+    if row.better is not None:
+        good = ratio < 1.0 if row.better == LOWER_IS_BETTER else ratio > 1.0
+        verdict = " (better)" if good else " (worse)"
+    if row.unit == "minutes":
+        return (f"{format_ratio(1.0 / ratio)} faster" if ratio < 1.0 else f"{format_ratio(ratio)} slower") + verdict
+    return f"{format_ratio(ratio)} {_NOUNS.get(row.unit, 'the value')}" + verdict
+
+
 def _ratio_header(name: str) -> str:
     return f"{name} ratio"
 
@@ -178,13 +248,20 @@ def to_dataframe(entries: Sequence[CompareEntry], *, formatted: bool = False) ->
 
     names = _unique_names(entries)
     records = []
-    for row in comparison_rows(entries):
+    rows, _ = shown_rows(entries)
+    for row in rows:
         record: dict[str, Any] = {"metric": row.metric, "unit": row.unit}
         for i, name in enumerate(names):
-            record[name] = format_value(row.values[i]) if formatted else row.values[i]
+            if row.texts is not None:
+                record[name] = row.texts[i]
+            else:
+                record[name] = human_value(row.values[i], row.unit) if formatted else row.values[i]
             if i > 0:
                 header = _ratio_header(name)
-                record[header] = format_ratio(row.ratios[i]) if formatted else row.ratios[i]
+                if row.texts is not None:
+                    record[header] = "" if formatted else None
+                else:
+                    record[header] = describe_ratio(row, i) if formatted else row.ratios[i]
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -202,12 +279,15 @@ def to_json(entries: Sequence[CompareEntry]) -> dict[str, Any]:
                 "preset": e.result.get("preset"),
                 "kind": "forecast" if e.forecast else "measured",
                 "label": e.label,
+                "hardware": hardware_label(_dict(e.result.get("system"))),
             }
             for name, e in zip(names, entries)
         ],
         "rows": [
-            {"metric": r.metric, "unit": r.unit, "values": r.values, "ratios": r.ratios} for r in comparison_rows(entries)
+            {"metric": r.metric, "unit": r.unit, "better": r.better, "values": r.values, "ratios": r.ratios}
+            for r in shown_rows(entries)[0] if r.texts is None
         ],
+        "not_recorded": shown_rows(entries)[1],
     }
 
 
@@ -224,16 +304,21 @@ def _rich_table(entries: Sequence[CompareEntry]) -> str:
         header = Text(name + (f"\n{entry.label}" if entry.label else ""))  # Text: no rich markup from submitted strings
         table.add_column(header, justify="right", style="yellow" if entry.forecast else None)
         if i > 0:
-            table.add_column(Text(f"vs {names[0]}"), justify="right", style="cyan")
-    for row in comparison_rows(entries):
+            table.add_column(Text(f"vs {names[0]}"), justify="right", no_wrap=True)
+    rows, missing = shown_rows(entries)
+    for row in rows:
         cells: list[Any] = [Text(row.metric), row.unit]
         for i in range(len(entries)):
-            cells.append(format_value(row.values[i]))
+            cells.append(Text(row.texts[i]) if row.texts is not None else human_value(row.values[i], row.unit))
             if i > 0:
-                cells.append(format_ratio(row.ratios[i]))
+                text = "" if row.texts is not None else describe_ratio(row, i)
+                style = "green" if text.endswith("(better)") else "red" if text.endswith("(worse)") else None
+                cells.append(Text(text, style=style) if style else text)
         table.add_row(*cells)
+    if missing:
+        table.caption = "not recorded by any input: " + ", ".join(missing)
     buffer = io.StringIO()
-    Console(file=buffer, width=max(100, 30 + 28 * len(entries)), color_system=None, force_terminal=False).print(table)
+    Console(file=buffer, width=max(100, 30 + 52 * len(entries)), color_system=None, force_terminal=False).print(table)
     return buffer.getvalue()
 
 
@@ -255,7 +340,11 @@ def render(entries: Sequence[CompareEntry], fmt: str = "table") -> str:
         frame = to_dataframe(entries, formatted=True)
         cells = [[_md_cell(c) for c in row] for row in frame.values.tolist()]
         headers = [_md_cell(h) for h in frame.columns]
-        return tabulate(cells, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
+        text = tabulate(cells, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
+        missing = shown_rows(entries)[1]
+        if missing:
+            text += "\nNot recorded by any input: " + ", ".join(_md_cell(m) for m in missing) + ".\n"
+        return text
     if fmt == "table":
         return _rich_table(entries)
     raise CompareError(f"unknown format {fmt!r}; expected one of {FORMATS}")

@@ -30,6 +30,11 @@ class HarnessConfig:
     price_source: str = ""
     idle_baseline_seconds: float = 2.0
     power_interval_seconds: float = 0.1
+    # Intermediate checkpoints of the training stages (a run-time setting: not in the workload hash). A stage
+    # checkpoints every `checkpoint_minutes` of its run and, when > 0, every `checkpoint_every_steps` steps;
+    # a preset may override both, per stage, in [presets.<name>.checkpoint].
+    checkpoint_minutes: float = 10.0
+    checkpoint_every_steps: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +43,31 @@ class Checks:
     val_bpb_band: tuple[float, float] = (0.0, float("inf"))  # final val bpb must fall inside
     val_bpb_band_source: str = "none recorded"
     close_rel_tol: float = 1e-4  # 'close' determinism: max relative loss difference
+    # 'close' bound for the losses after step 0 when the run's kernels are not bitwise reproducible (CUDA:
+    # flash-attention backward and atomics reorder fp sums); step 0 must still agree within close_rel_tol
+    nondeterministic_rel_tol: float = 1e-2
+
+
+TRAINING_STAGES = ("pretrain", "mid_train", "sft", "rl")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointPolicy:
+    """[presets.<name>.checkpoint]: the harness's checkpoint cadence for this preset (-1 = inherit)."""
+
+    minutes: float = -1.0  # -1: [harness].checkpoint_minutes; 0: no time-based checkpoints
+    every_steps: int = -1  # -1: [harness].checkpoint_every_steps; 0: no step-based checkpoints
+    pretrain_every_steps: int = -1  # per stage; -1: every_steps
+    mid_train_every_steps: int = -1
+    sft_every_steps: int = -1
+    rl_every_steps: int = -1
+
+    def for_stage(self, stage: str, harness: "HarnessConfig") -> tuple[float, int]:
+        """(minutes, every_steps) a training stage runs with."""
+        minutes = harness.checkpoint_minutes if self.minutes < 0 else self.minutes
+        steps = harness.checkpoint_every_steps if self.every_steps < 0 else self.every_steps
+        per_stage = getattr(self, f"{stage}_every_steps", -1)
+        return minutes, steps if per_stage < 0 else per_stage
 
 
 @dataclass(frozen=True)
@@ -45,6 +75,7 @@ class Preset:
     name: str
     workload: WorkloadConfig
     checks: Checks
+    checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
 
     def config_sha256(self) -> str:
         return sha256_json(self.workload.to_dict())
@@ -62,9 +93,13 @@ class BenchConfig:
         raw = _resolve_inherit(self.presets, name, [])
         checks = from_dict(Checks, raw.pop("checks", {}), f"presets.{name}.checks")
         _validate_checks(checks, f"presets.{name}.checks")
+        policy = from_dict(CheckpointPolicy, raw.pop("checkpoint", {}), f"presets.{name}.checkpoint")
+        for f in dataclasses.fields(CheckpointPolicy):
+            if getattr(policy, f.name) < 0 and getattr(policy, f.name) != -1:
+                raise ConfigError(f"'presets.{name}.checkpoint.{f.name}' must be -1 (inherit) or >= 0, got {getattr(policy, f.name)!r}")
         workload = from_dict(WorkloadConfig, {"preset": name, **raw}, f"presets.{name}")
         validate_workload(workload)
-        return Preset(name, workload, checks)
+        return Preset(name, workload, checks, policy)
 
     @property
     def cache_dir(self) -> Path:
@@ -88,6 +123,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> BenchConfig:
         raise ConfigError(f"'harness.price_kind' must be one of {', '.join(PRICE_KINDS)}, got {harness.price_kind!r}")
     if not harness.idle_baseline_seconds >= 0:
         raise ConfigError(f"'harness.idle_baseline_seconds' must be a number >= 0, got {harness.idle_baseline_seconds!r}")
+    if not harness.checkpoint_minutes >= 0:
+        raise ConfigError(f"'harness.checkpoint_minutes' must be a number >= 0 (0 = no time-based checkpoints), got {harness.checkpoint_minutes!r}")
+    if harness.checkpoint_every_steps < 0:
+        raise ConfigError(f"'harness.checkpoint_every_steps' must be an integer >= 0 (0 = none), got {harness.checkpoint_every_steps!r}")
     if harness.power_interval_seconds <= 0 or harness.power_interval_seconds > 0.1:
         raise ConfigError("'harness.power_interval_seconds' must be in (0, 0.1] (>= 10 Hz sampling)")
     presets = data.get("presets", {})
@@ -206,6 +245,8 @@ def _validate_checks(c: Checks, where: str) -> None:
         raise ConfigError(f"'{where}.val_bpb_band' must be [low, high] with low <= high, got {list(c.val_bpb_band)!r}")
     if not c.close_rel_tol >= 0:
         raise ConfigError(f"'{where}.close_rel_tol' must be a number >= 0, got {c.close_rel_tol!r}")
+    if not c.nondeterministic_rel_tol >= 0:
+        raise ConfigError(f"'{where}.nondeterministic_rel_tol' must be a number >= 0, got {c.nondeterministic_rel_tol!r}")
 
 
 def sha256_json(obj: Any) -> str:

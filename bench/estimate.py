@@ -387,6 +387,45 @@ def training_forecast(
     return fc
 
 
+def row_group_loads(steps: int, rows: int, window: int, tokens_per_group: float) -> int:
+    """Row groups the loader tokenizes over `steps` steps: each of the `rows` streams cuts `steps` windows
+    of `window` tokens from consecutive row groups of ~`tokens_per_group` tokens (its first load included)."""
+    if steps <= 0 or tokens_per_group <= 0:
+        return 0
+    return rows * math.ceil(steps * window / tokens_per_group)
+
+
+def reload_component(*, full_steps: int, cal_steps: int, rows: int, window: int, tokens_per_group: float,
+                     seconds_per_group: float, hidden: bool, margin: float = EXTRAPOLATION_MARGIN) -> Component | None:
+    """The loader's row-group reloads that the full run does and the calibration did not (a short calibration
+    never exhausts a stream's first row group). `hidden`: a background prefetch thread overlaps them with
+    device compute (GPUs), so they cost nothing unless the prefetch falls behind; on a CPU the tokenization
+    competes with training for the same cores and its time adds up."""
+    extra = row_group_loads(full_steps, rows, window, tokens_per_group) - row_group_loads(cal_steps, rows, window, tokens_per_group)
+    if extra <= 0:
+        return None
+    cost = extra * seconds_per_group
+    band = Band(0.0, 0.0, cost) if hidden else Band.with_margin(cost, margin)
+    how = ("prefetched on a background thread while the device computes: 0 expected, all of it if the prefetch falls behind"
+           if hidden else "tokenized on the CPU cores that also train: added in full")
+    return Component("row-group reloads", band,
+                     f"{extra:,} row groups (~{tokens_per_group:,.0f} tokens each) beyond the calibration's, x "
+                     f"{seconds_per_group:.3g}s measured per row group; {how}", scales_with_nproc=True)
+
+
+def measure_row_group_cost(train_files: Sequence[str], tokenizer, *, max_groups: int = 3) -> tuple[float, float]:
+    """(mean tokens per row group, seconds to read + tokenize one), measured on the first row groups."""
+    from nanochat_core.dataloader import enumerate_row_groups, tokenize_row_group
+
+    groups = enumerate_row_groups(list(train_files))[:max_groups]
+    if not groups:
+        raise ValueError("no training row groups to measure")
+    tokens, t0 = 0, time.perf_counter()
+    for ref in groups:
+        tokens += len(tokenize_row_group(ref, tokenizer))
+    return tokens / len(groups), (time.perf_counter() - t0) / len(groups)
+
+
 @dataclass
 class EvalCalibration:
     wall_s: float
@@ -683,6 +722,7 @@ class Calibrator:
             full_checkpoints=count_periodic(steps, pc.checkpoint_every, at_end=False),
             cal_checkpoints=count_periodic(cal.steps, self.cfg.pretrain.checkpoint_every, at_end=False),
         )
+        self._add_reloads(fc, full_steps=steps, cal_steps=cal.steps, rows=rows)
         b, ga = int(r["device_batch_size"]), int(r["grad_accum"])
         self.memory["pretrain"] = {"fits": True, "device_batch_size": b, "grad_accum": ga, "rows_per_step": rows,
                                    "calibrated_nproc": 1, "peak_memory_bytes": r.get("peak_memory_bytes")}
@@ -694,6 +734,31 @@ class Calibrator:
         self.metrics["tok_per_s"] = pc.total_batch_tokens / step * (self.opts.nproc * (self.opts.efficiency if self.opts.nproc > 1 else 1.0))
         fc.calibration.update(full_steps=steps, num_params=int(r["num_params"]), device_batch_size=b, grad_accum=ga)
         return fc
+
+    def _add_reloads(self, fc: PhaseForecast, *, full_steps: int, cal_steps: int, rows: int) -> None:
+        """Measure the loader's row-group cost here (the calibration's tokenizer and data) and add the reloads
+        the full run does beyond the calibration's (issue 13: 20 calibration steps never reach one)."""
+        from nanochat_core.common import Runtime
+        from nanochat_core.stages.download import data_files
+        from nanochat_core.tokenizer import Tokenizer
+
+        try:
+            import torch
+
+            rt = Runtime(device=torch.device("cpu"), cache_dir=self.cache_dir, artifacts_dir=self.scratch / "artifacts")
+            train_files, _ = data_files(self.full.data, rt)
+            tok = Tokenizer.load(self.scratch / "artifacts" / "tokenizer")
+            per_group_tokens, per_group_s = measure_row_group_cost(train_files, tok)
+        except (OSError, ValueError, KeyError) as exc:
+            fc.notes.append(f"row-group reloads not measured ({exc}); the forecast leaves them out")
+            return
+        device = self.launch.device
+        on_gpu = device not in ("cpu", "mps") and (device != "auto" or _cuda_present())
+        comp = reload_component(full_steps=full_steps, cal_steps=cal_steps, rows=rows, window=self.full.pretrain.seq_len + 1,
+                                tokens_per_group=per_group_tokens, seconds_per_group=per_group_s, hidden=on_gpu)
+        fc.calibration.update(row_group_tokens=per_group_tokens, row_group_seconds=per_group_s)
+        if comp is not None:
+            fc.components.append(comp)
 
     def _calibrate_mid_train(self) -> PhaseForecast:
         mc = self.full.mid_train
@@ -862,6 +927,15 @@ def estimate(preset: Preset, pricing: Pricing, *, scratch: Path, cache_dir: Path
     )
     doc["calibration_options"] = dataclasses.asdict(opts)
     return finite_json(doc)
+
+
+def _cuda_present() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def finite_json(obj: Any) -> Any:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,10 +55,12 @@ class Launch:
     nproc: int = 1
     nnodes: int = 1
     node_rank: int = 0
-    rdzv_endpoint: str | None = None  # host:port of the rendezvous (multi-node)
-    rdzv_id: str | None = None
+    rdzv_endpoint: str | None = None  # host:port of the rendezvous (multi-node): node 0's address
+    rdzv_id: str | None = None  # set per phase by launch_for (a fresh rendezvous for every phase)
     device: str = "auto"
     compile: bool | None = None  # None: the workload's default (CUDA only)
+    job_id: str | None = None  # multi-node: the same on every node (names the run, prefixes rendezvous ids)
+    rdzv_timeout_s: int = 1800  # how long a node waits for the others at a phase's rendezvous
 
     def prefix(self) -> list[str]:
         if self.nproc == 1 and self.nnodes == 1:
@@ -67,10 +69,32 @@ class Launch:
         if self.nnodes > 1:
             if not self.rdzv_endpoint:
                 raise ValueError("multi-node runs need --rdzv-endpoint HOST:PORT")
-            cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={self.rdzv_endpoint}", f"--rdzv_id={self.rdzv_id or 'nanobench'}", f"--node_rank={self.node_rank}"]
+            if not self.rdzv_id:
+                raise ValueError("multi-node runs need a rendezvous id per phase (see launch_for)")
+            # static rendezvous: --node_rank decides the global ranks (node 0 holds rank 0, and serves the
+            # store at the endpoint); c10d's dynamic rendezvous would ignore it and rank nodes by arrival
+            cmd += ["--rdzv_backend=static", f"--rdzv_endpoint={self.rdzv_endpoint}", f"--rdzv_id={self.rdzv_id}",
+                    f"--node_rank={self.node_rank}", f"--rdzv_conf=timeout={self.rdzv_timeout_s}", "--max_restarts=0"]
         else:
             cmd += ["--standalone"]
         return cmd + ["-m"]
+
+
+SINGLE_PROCESS_PHASES = ("download", "tokenizer")
+
+
+def launch_for(phase: str, launch: Launch) -> Launch:
+    """The launch of one phase. Download and tokenizer training run as ONE process per node, whatever
+    the GPU count: they are CPU work that every rank would otherwise repeat (eight copies of the same
+    BPE training competing for the same cores). On several nodes each node runs its own copy, so each
+    node has the data and the tokenizer on its own disk (nodes share no filesystem)."""
+    if phase in SINGLE_PROCESS_PHASES:
+        return Launch(device=launch.device, compile=launch.compile)
+    if launch.nnodes > 1:
+        if not launch.job_id:
+            raise ValueError("multi-node runs need a job id (--job-id, the same on every node)")
+        return replace(launch, rdzv_id=f"{launch.job_id}.{phase}")
+    return launch
 
 
 @dataclass
@@ -181,7 +205,8 @@ class StageProcess:
         result = json.loads(result_path.read_text()) if (returncode == 0 and result_path.exists()) else {}
         error = None
         if returncode != 0:
-            error = f"stage '{self.stage}' exited with code {returncode}; last lines of {self.log_path}:\n" + _tail(self.log_path)
+            error = failing_ranks_report(self.run_dir, self.stage)
+            error += f"stage '{self.stage}' exited with code {returncode}; last lines of {self.log_path}:\n" + _tail(self.log_path)
         return StageOutcome(name, returncode == 0, self.seconds, returncode, result, str(self.log_path), error)
 
 
@@ -200,6 +225,7 @@ def run_stage(
 ) -> StageOutcome:
     """Run one stage to completion; its wall seconds cover process start to exit."""
     cmd = stage_command(stage, run_dir=run_dir, config_path=config_path, cache_dir=cache_dir, launch=launch, resume=resume, options=options or {})
+    clear_error_records(run_dir, stage)
     tail = ProgressTail(run_dir / "progress" / f"{stage}.jsonl", on_event or (lambda e: None)).start()
     proc = StageProcess(stage, cmd, run_dir=run_dir, log_path=run_dir / "logs" / f"{log_name or stage}.log", env=env)
     try:
@@ -210,6 +236,41 @@ def run_stage(
         raise
     tail.stop()
     return proc.outcome(log_name or stage, code)
+
+
+def _error_dir(run_dir: Path, stage: str) -> Path:
+    return run_dir / "errors" / stage  # written by nanochat_core.stages.__main__.report_failure
+
+
+def clear_error_records(run_dir: Path, stage: str) -> None:
+    """Drop a previous attempt's per-rank error records, so a report names only this attempt's failures."""
+    d = _error_dir(run_dir, stage)
+    for p in d.glob("rank*.json") if d.is_dir() else ():
+        p.unlink(missing_ok=True)
+
+
+def failing_ranks_report(run_dir: Path, stage: str) -> str:
+    """The failing ranks of a stage, first failure first, each with its traceback ('' when none recorded).
+
+    Only the ranks on this node leave records here; a rank on another node is reported by that node's
+    harness (and by torchrun's failure summary in the log)."""
+    d = _error_dir(run_dir, stage)
+    records = []
+    for p in sorted(d.glob("rank*.json")) if d.is_dir() else ():
+        try:
+            records.append(json.loads(p.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    records = [r for r in records if isinstance(r, dict) and isinstance(r.get("rank"), int)]
+    if not records:
+        return ""
+    records.sort(key=lambda r: (r.get("time_unix") or 0.0, r["rank"]))
+    first = records[0]
+    out = [f"rank {first['rank']} (node {first.get('node_rank', 0)}, local rank {first.get('local_rank', 0)}) failed first: "
+           f"{first.get('error')}", str(first.get("traceback", "")).rstrip()]
+    for r in records[1:]:
+        out.append(f"rank {r['rank']} then failed too: {r.get('error')}")
+    return "\n".join(out) + "\n"
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -20,8 +20,10 @@ from bench.atomic import write_json_atomic
 from bench.config import Preset, workload_to_json
 from bench.display import RunDisplay
 from bench.events import PHASE_START, PHASE_STOP, RUN_START, RUN_STOP, MLLogger
-from bench.phases import PHASES, PROBE, Launch, StageOutcome, StageProcess, phase_spec, run_stage, stage_command
+from bench.phases import PHASES, PROBE, Launch, StageOutcome, StageProcess, launch_for, phase_spec, run_stage, stage_command
+from bench.devices import visible_entries
 from bench.power import PowerMonitor
+from bench.state_seal import StateTampered, check_seals, new_nonce, seals_for, state_secret
 
 
 class RunFailed(RuntimeError):
@@ -40,26 +42,46 @@ class RunPlan:
     power_interval_s: float = 0.1
     resume: bool = False
     probe: bool = True
+    key_dir: str | None = None  # the signing key: also keys the seals of state.json (bench.state_seal)
+    # run-time options per stage, outside the workload hash: the checkpoint cadence of the training stages
+    # (checkpoint_minutes, checkpoint_every_steps) and the preflight's adapted SFT device batch
+    stage_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
 class RunState:
-    """What survives an interruption: per-phase outcomes and the start of the running phase."""
+    """What survives an interruption: per-phase outcomes and the start of the running phase.
+
+    With a ``secret`` (:func:`bench.state_seal.state_secret`) every record is sealed on save and
+    checked on load (:class:`bench.state_seal.StateTampered` when one does not match); ``nonce`` is
+    the run's nonce, made at run start and carried into result.json as ``run_nonce``.
+    """
 
     path: Path
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     running: dict[str, Any] | None = None
+    nonce: str | None = None
+    secret: bytes | None = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, path: Path) -> "RunState":
+    def load(cls, path: Path, secret: bytes | None = None) -> "RunState":
         if not path.exists():
-            return cls(path)
+            return cls(path, secret=secret)
         data = json.loads(path.read_text())
-        return cls(path, data.get("phases", {}), data.get("running"))
+        if not isinstance(data, dict):
+            raise StateTampered("state.json is not a JSON object")
+        if secret is not None:
+            check_seals(secret, data.get("nonce"), data.get("phases", {}), data.get("running"), data.get("seals"))
+        return cls(path, data.get("phases", {}), data.get("running"), data.get("nonce"), secret)
 
     def save(self) -> None:
         # a stage may report NaN/inf (a diverged loss); state.json stays strict JSON with null there
-        write_json_atomic(self.path, _finite({"phases": self.phases, "running": self.running}))
+        data: dict[str, Any] = {"phases": _finite(self.phases), "running": _finite(self.running)}
+        if self.nonce is not None:
+            data["nonce"] = self.nonce
+        if self.secret is not None and self.nonce is not None:
+            data["seals"] = seals_for(self.secret, self.nonce, data["phases"], data["running"])
+        write_json_atomic(self.path, data)
 
 
 def _finite(obj: Any) -> Any:
@@ -98,9 +120,17 @@ def execute(plan: RunPlan, display: RunDisplay) -> dict[str, Any]:
     config_path = run_dir / "config.json"
     if not config_path.exists():
         config_path.write_text(workload_to_json(plan.preset.workload))
-    state = RunState.load(run_dir / "state.json")
+    state = RunState.load(run_dir / "state.json", secret=state_secret(plan.key_dir))  # StateTampered: refuse to go on
+    if state.nonce is None:
+        state.nonce = new_nonce()  # this run's identity: result.json run_nonce; copies of the run share it
+        state.save()
     mllog = MLLogger(run_dir / "events.jsonl", namespace="nanobench")
-    power = PowerMonitor(interval_s=plan.power_interval_s, csv_path=run_dir / ("power.csv" if not plan.resume else f"power.resume{int(time.time())}.csv"))
+    power = PowerMonitor(
+        interval_s=plan.power_interval_s,
+        csv_path=run_dir / ("power.csv" if not plan.resume else f"power.resume{int(time.time())}.csv"),
+        # only the GPUs the stages use: the first nproc visible ones (an idle GPU beside them is not charged)
+        device=plan.launch.device, visible=visible_entries(plan.launch.device), used=plan.launch.nproc,
+    )
     power.start(idle_baseline_s=plan.idle_baseline_s)
     display.watts = None
     mllog.start(RUN_START, plan.preset.name, resumed=plan.resume)
@@ -121,9 +151,10 @@ def execute(plan: RunPlan, display: RunDisplay) -> dict[str, Any]:
                 options["first_only"] = 1
             if name == "pretrain" and plan.probe:
                 options["probe_steps"] = plan.preset.checks.probe_steps
+            options.update(plan.stage_options.get(name, {}))
             with power.phase(name) as ph:
                 outcome = run_stage(
-                    name, run_dir=run_dir, config_path=config_path, cache_dir=plan.cache_dir, launch=plan.launch,
+                    name, run_dir=run_dir, config_path=config_path, cache_dir=plan.cache_dir, launch=launch_for(name, plan.launch),
                     resume=plan.resume or carried > 0, options=options, on_event=display.on_event,
                 )
                 if name == "download" and outcome.ok and "first_only" in options:
@@ -185,7 +216,7 @@ def _run_probe(plan: RunPlan, config_path: Path, display: RunDisplay, mllog: MLL
     mllog.start(PHASE_START, PROBE.name, counted=False)
     with power.phase(PROBE.name) as ph:
         outcome: StageOutcome = run_stage(
-            "pretrain", run_dir=probe_dir, config_path=config_path, cache_dir=plan.cache_dir, launch=plan.launch,
+            "pretrain", run_dir=probe_dir, config_path=config_path, cache_dir=plan.cache_dir, launch=launch_for(PROBE.name, plan.launch),
             options={"probe_steps": plan.preset.checks.probe_steps, "stop_after_probe": 1}, log_name="determinism_probe",
         )
     mllog.end(PHASE_STOP, PROBE.name, seconds=outcome.seconds, ok=outcome.ok)

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 from bench.power_sources import (
     DEFAULT_RAPL_ROOT,
+    AmdSmiGpus,
     HostStats,
     NvmlGpus,
     RaplReader,
@@ -43,6 +44,12 @@ SOURCE_NVML_COUNTER = "nvml_counter"
 SOURCE_NVML_SAMPLES = "nvml_power_samples"
 SOURCE_NVML_MIXED = "nvml_counter+samples"
 SOURCE_RAPL = "rapl"
+# Devices with no GPU energy source we read: why their GPU energy is null.
+NO_GPU_ENERGY = {
+    "cpu": "device cpu: no GPU is used",
+    "mps": "Apple MPS: no GPU energy source is readable without root (powermetrics needs sudo)",
+    "xpu": "Intel XPU: no maintained energy source is integrated (xpu-smi / Level Zero Sysman not read)",
+}
 STATUS_MEASURED = "measured"
 STATUS_PARTIAL = "partial"
 STATUS_UNAVAILABLE = "unavailable"
@@ -147,6 +154,10 @@ class PowerMonitor:
         *,
         nvml: Any = None,
         gpu_indices: list[int] | None = None,
+        amdsmi: Any = None,
+        device: str = "auto",
+        visible: str | None = None,
+        used: int | None = None,
         rapl_root: str | os.PathLike[str] | None = DEFAULT_RAPL_ROOT,
         root_pid: int | None = None,
         slow_every: int = 10,
@@ -160,6 +171,10 @@ class PowerMonitor:
         self._flush_every = max(1, round(1.0 / interval_s))
         self._nvml_arg = nvml
         self._gpu_indices = gpu_indices
+        self._amdsmi_arg = amdsmi
+        self._device = device  # auto | cuda | rocm | mps | xpu | cpu: which GPU library to read
+        self._visible = visible  # CUDA_VISIBLE_DEVICES (or the ROCm equivalent) of the stages
+        self._used = used  # processes per node: only the first `used` visible GPUs are charged
         self._rapl_root = rapl_root
         self._root_pid = root_pid
         self._clock = clock
@@ -185,10 +200,7 @@ class PowerMonitor:
 
     def open_sources(self) -> None:
         """Initialise NVML, RAPL and psutil (``start`` does this; ``sample_once`` needs it)."""
-        if self._nvml_arg is False:
-            self.gpus, self.gpu_unavailable_reason = None, "GPU measurement disabled"
-        else:
-            self.gpus, self.gpu_unavailable_reason = NvmlGpus.open(self._nvml_arg, self._gpu_indices)
+        self.gpus, self.gpu_unavailable_reason = self._open_gpus()
         self.rapl = RaplReader(self._rapl_root) if self._rapl_root is not None else None
         self.host = HostStats(self._root_pid)
         if self.rapl is not None and self.rapl.available:
@@ -199,6 +211,22 @@ class PowerMonitor:
             self._csv_fh = open(self.csv_path, "w", newline="", encoding="utf-8")
             self._csv_writer = csv.writer(self._csv_fh)
             self._csv_writer.writerow(self.csv_header())
+
+    def _open_gpus(self) -> tuple[Any, str | None]:
+        """The GPU source for this run's device: NVML (NVIDIA), AMD SMI (ROCm), none (CPU, MPS, XPU)."""
+        if self._nvml_arg is False and self._device not in ("rocm",):
+            return None, "GPU measurement disabled"
+        if self._device in NO_GPU_ENERGY:
+            return None, NO_GPU_ENERGY[self._device]
+        if self._device == "rocm":
+            return AmdSmiGpus.open(self._amdsmi_arg, visible=self._visible, used=self._used)
+        gpus, reason = NvmlGpus.open(self._nvml_arg, self._gpu_indices, visible=self._visible, used=self._used)
+        if gpus is None and self._device == "auto" and self._amdsmi_arg is not False:
+            amd, amd_reason = AmdSmiGpus.open(self._amdsmi_arg, visible=self._visible, used=self._used)
+            if amd is not None:
+                return amd, None
+            reason = f"{reason}; {amd_reason}"
+        return gpus, reason
 
     def start(self, idle_baseline_s: float = 0.0) -> None:
         """Open the sources, start the sampler thread, then measure ``idle_baseline_s`` seconds of idle."""
@@ -337,7 +365,7 @@ class PowerMonitor:
             try:
                 watts = self.gpus.power_watts()
             except Exception as exc:
-                error = f"NVML power read failed: {error_text(exc)}"
+                error = f"{'AMD SMI' if self.gpus.label == 'amdsmi' else 'NVML'} power read failed: {error_text(exc)}"
         cpu_total = self.rapl.read() if self.rapl is not None else None
         sample = _Sample(t, unix, watts, cpu_total, error=error)
         if slow:
@@ -425,7 +453,7 @@ class PowerMonitor:
             if gpu_energy is not None and all(e is not None for e in gpu_energy):
                 energy = sum(gpu_energy)  # type: ignore[arg-type]
                 kinds = set(gpu_sources)
-                source = kinds.pop() if len(kinds) == 1 else SOURCE_NVML_MIXED
+                source = kinds.pop() if len(kinds) == 1 else _source(self.gpus.label, SOURCE_NVML_MIXED)
             else:
                 reason = gpu_reason or "GPU energy could not be measured"
         elif cpu_energy is not None:
@@ -444,7 +472,7 @@ class PowerMonitor:
 
         sampled = sum(acc.integral_j) if acc.integral_j is not None and acc.gpu_samples >= 2 else None
         crosscheck = None
-        if source == SOURCE_NVML_COUNTER and sampled is not None and energy:
+        if source == _source(self.gpus.label if self.gpus else "nvml", SOURCE_NVML_COUNTER) and sampled is not None and energy:
             crosscheck = _rel_diff(energy, sampled)
         idle_w = (self.idle_baseline or {}).get("power_watts")
         above_idle = energy - idle_w * seconds if energy is not None and idle_w is not None else None
@@ -494,10 +522,10 @@ class PowerMonitor:
         for i in range(self.gpus.count):
             if start[i] is not None and end[i] is not None and end[i] >= start[i]:  # type: ignore[operator]
                 energies.append((end[i] - start[i]) / 1000.0)  # type: ignore[operator]
-                sources.append(SOURCE_NVML_COUNTER)
+                sources.append(_source(self.gpus.label, SOURCE_NVML_COUNTER))
             elif acc.integral_j is not None and acc.gpu_samples >= 2:
                 energies.append(acc.integral_j[i])
-                sources.append(SOURCE_NVML_SAMPLES)
+                sources.append(_source(self.gpus.label, SOURCE_NVML_SAMPLES))
             else:
                 energies.append(None)
                 sources.append(None)
@@ -510,6 +538,9 @@ class PowerMonitor:
             "sources": {
                 "gpu": {
                     "available": self.gpus is not None,
+                    "library": self.gpus.label if self.gpus else None,
+                    "indices": list(self.gpus.indices) if self.gpus else None,
+                    "notes": list(getattr(self.gpus, "notes", [])) if self.gpus else [],
                     "count": self.gpus.count if self.gpus else 0,
                     "unavailable_reason": self.gpu_unavailable_reason,
                     "energy_counter_unsupported": self.gpus.counter_unsupported if self.gpus else None,
@@ -546,6 +577,11 @@ class PhaseHandle:
 
     name: str
     result: dict[str, Any] | None = None
+
+
+def _source(label: str, nvml_name: str) -> str:
+    """The energy-source name for a GPU library: ``nvml_counter`` -> ``amdsmi_counter`` on AMD."""
+    return nvml_name if label == "nvml" else nvml_name.replace("nvml", label)
 
 
 def _cell(value: float | None) -> str:

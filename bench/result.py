@@ -14,7 +14,7 @@ from bench.config import Preset
 from bench.cost import Pricing, price_phases, triple
 from bench.determinism import check_convergence, classify_probe, validity
 from bench.phases import PHASES, PROBE, phase_spec
-from bench.report import render_report
+from bench.report import write_report
 from bench.system import describe_system
 from bench.workload_identity import data_manifest_sha256, static_identity
 
@@ -116,7 +116,7 @@ def assemble(
     probe = classify_probe(
         (state_phases.get("pretrain", {}).get("result") or {}).get("probe"),
         (state_phases.get(PROBE.name, {}).get("result") or {}).get("probe"),
-        rel_tol=preset.checks.close_rel_tol,
+        rel_tol=preset.checks.close_rel_tol, drift_rel_tol=preset.checks.nondeterministic_rel_tol,
     )
     convergence = check_convergence(metrics.get("val_bpb"), preset.checks.val_bpb_band, preset.checks.val_bpb_band_source) if "pretrain" in state_phases else None
     valid, problems = validity(probe, convergence)
@@ -146,5 +146,5 @@ def finalize(run_dir: Path, result: dict[str, Any], key_dir: str | None = None) 
     """Write result.json, system.json and report.md, then sign the bundle (always last)."""
     write_json_atomic(run_dir / "system.json", result["system"])
     write_json_atomic(run_dir / "result.json", result)
-    write_atomic(run_dir / "report.md", render_report(result))
+    write_report(run_dir, result)  # report.md plus its PNG plots, before signing
     write_bundle(run_dir, key_dir=key_dir)

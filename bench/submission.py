@@ -8,13 +8,19 @@ bundle still verifies; its ``manifest_sha256`` ties it to the bundle it describe
 
 A run_id names one submission for good: submitting a *different* bundle under an existing
 ``<preset>/<run_id>`` is refused as a replay; submitting the identical bundle again only updates
-the metadata.
+the metadata. A run nonce names one measurement for good: a bundle whose ``run_nonce`` another
+submission already carries (a copied and resumed run directory) is refused.
+
+By default the bundle is checked against the pins nanobench ships for its preset
+(``bench/pins/<preset>.json``; ``pins=False`` opts out), and its signer is looked up in the key
+registry ``<submissions>/keys``: with ``trusted_keys`` given an unknown signer is refused, without
+it the submission is filed and :func:`submit_bundle`'s caller is told the board will not rank it
+until the key is registered. Every file is read without following links and with size caps.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 import secrets
@@ -27,7 +33,8 @@ from typing import Any
 from bench.atomic import write_json_atomic
 from bench.bundle import MANIFEST, SIGNATURE, SUBMISSION_META, BundleError, bundle_files
 from bench.hashing import sha256_file
-from bench.verify import RESULT, verify_bundle
+from bench.safe_read import UnsafeFile, is_regular, load_json, read_bytes, show
+from bench.verify import MEASURED, RESULT, verify_bundle
 
 AVAILABILITY = ("rentable", "owned", "pre-release")
 SUBMISSION_VERSION = 1
@@ -35,6 +42,7 @@ FORECAST_KINDS = frozenset({"forecast", "estimate", "projection"})
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_LABEL_CHARS = 200
 MAX_NOTES_CHARS = 4000
+KEYS_DIRNAME = "keys"  # submissions/keys/: the key registry, not a preset
 
 
 class SubmissionError(Exception):
@@ -60,9 +68,11 @@ class SubmissionMeta:
 
 
 def is_forecast(result: Mapping[str, Any]) -> bool:
-    """True when a result.json dict is a forecast/estimate rather than a measured run."""
-    kind = result.get("kind")
-    return isinstance(kind, str) and kind.strip().lower() in FORECAST_KINDS
+    """True when a result.json dict is anything but a measured run (a forecast, estimate, "forecasted", ...).
+
+    A bundle without ``kind`` predates the field and was measured."""
+    kind = result.get("kind", MEASURED)
+    return kind != MEASURED
 
 
 def safe_name(value: Any) -> bool:
@@ -71,11 +81,13 @@ def safe_name(value: Any) -> bool:
 
 
 def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        try:
-            return json.load(fh)
-        except RecursionError:  # hostile input: nested beyond the parser's recursion limit
-            raise ValueError("JSON nested too deeply") from None
+    """Strict, capped, link-refusing JSON; FileNotFoundError when absent, ValueError otherwise."""
+    try:
+        return load_json(path)
+    except UnsafeFile as exc:
+        if not os.path.lexists(path):
+            raise FileNotFoundError(str(path)) from None
+        raise ValueError(str(exc)) from None
 
 
 def _read_result(run_dir: Path) -> dict[str, Any]:
@@ -95,6 +107,10 @@ def _clean_text(name: str, value: str | None, limit: int) -> str | None:
         return None
     if not isinstance(value, str):
         raise SubmissionError(f"{name} must be text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SubmissionError(f"{name} is not valid Unicode text") from None
     text = value.strip()
     if len(text) > limit:
         raise SubmissionError(f"{name} is longer than {limit} characters")
@@ -118,7 +134,11 @@ def _copy_bundle(src: Path, dest: Path) -> int:
     for rel in [*rels, MANIFEST, SIGNATURE]:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / rel, target)
+        try:
+            data = read_bytes(src / rel, cap=1 << 30)  # never through a link, never a FIFO
+        except UnsafeFile as exc:
+            raise SubmissionError(str(exc)) from None
+        target.write_bytes(data)
     return len(rels) + 2
 
 
@@ -128,6 +148,33 @@ def _fingerprint(run_dir: Path) -> str:
     except (OSError, ValueError):
         return ""
     return str(sig.get("key_fingerprint", "")) if isinstance(sig, dict) else ""
+
+
+def nonces_in(submissions_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """``run_nonce -> "<preset>/<run_id>"`` over every filed submission (unreadable ones skipped)."""
+    found: dict[str, str] = {}
+    for path in iter_submission_dirs(submissions_dir):
+        try:
+            result = _read_json(path / RESULT)
+        except (OSError, ValueError):
+            continue
+        nonce = result.get("run_nonce") if isinstance(result, dict) else None
+        if isinstance(nonce, str):
+            found.setdefault(nonce, f"{path.parent.name}/{path.name}")
+    return found
+
+
+def shipped_pins(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The pins nanobench ships for the result's preset, if any."""
+    from bench.workload_identity import load_preset_pins
+
+    preset = result.get("preset")
+    if not safe_name(preset):
+        return None
+    try:
+        return load_preset_pins(preset)
+    except (OSError, ValueError):
+        return None
 
 
 def _utc_now() -> str:
@@ -141,22 +188,34 @@ def submit_bundle(
     label: str | None = None,
     availability: str | None = None,
     notes: str | None = None,
-    pins: Mapping[str, Any] | None = None,
-    trusted_keys: Iterable[str] | None = None,
+    pins: Mapping[str, Any] | None | bool = None,
+    trusted_keys: Any = None,
+    replace_meta: bool = False,
 ) -> Path:
     """Verify ``run_dir`` and file it as ``submissions_dir/<preset>/<run_id>/``; returns that path.
 
+    ``pins``: a pins mapping, ``None`` (the shipped pins of the bundle's preset, when there are
+    any) or ``False`` (no pin check). ``trusted_keys``: a key list or
+    :class:`~bench.key_registry.KeyRegistry` the signer must be in (``None``: anyone may file).
+
     Raises :class:`SubmissionError` (with the reason) for a forecast, an unsigned or failing
-    bundle, unsafe preset/run_id names, bad metadata, or a different bundle already filed under
-    the same run_id.
+    bundle, unsafe preset/run_id names, bad metadata, a different bundle already filed under
+    the same run_id, or a bundle whose run nonce is already filed.
     """
     src = Path(run_dir)
-    if not src.is_dir():
-        raise SubmissionError(f"{src} is not a directory")
+    try:
+        if not src.is_dir():
+            raise SubmissionError(f"{show(str(src))} is not a directory")
+    except (OSError, ValueError) as exc:
+        raise SubmissionError(f"{show(str(src))} cannot be read: {exc}") from None
     result = _read_result(src)
     if is_forecast(result):
-        raise SubmissionError(f"{src} holds a forecast (kind={result.get('kind')!r}), not a measured run; forecasts cannot be submitted")
-    if not (src / SIGNATURE).is_file():
+        raise SubmissionError(f"{show(str(src))} holds a forecast (kind={show(result.get('kind'))}), not a measured run; forecasts cannot be submitted")
+    if pins is None:
+        pins = shipped_pins(result)
+    elif pins is False:
+        pins = None
+    if not is_regular(src / SIGNATURE):
         raise SubmissionError(f"{src} is not signed ({SIGNATURE} is missing); only signed bundles can be submitted")
     if availability is not None and availability not in AVAILABILITY:
         raise SubmissionError(f"availability must be one of {AVAILABILITY}, got {availability!r}")
@@ -167,8 +226,13 @@ def submit_bundle(
         raise SubmissionError(f"bundle does not verify: {report.message}")
     preset, run_id = result.get("preset"), result.get("run_id")
     for field, value in (("preset", preset), ("run_id", run_id)):
-        if not safe_name(value):
-            raise SubmissionError(f"result.json {field} {value!r} cannot name a submission directory (letters, digits, . _ - only)")
+        if not safe_name(value) or value == KEYS_DIRNAME:
+            raise SubmissionError(f"result.json {field} {show(value)[:200]} cannot name a submission directory (letters, digits, . _ - only)")
+    nonce = result.get("run_nonce")
+    if isinstance(nonce, str):
+        holder = nonces_in(submissions_dir).get(nonce)
+        if holder is not None and holder != f"{preset}/{run_id}":
+            raise SubmissionError(f"run nonce already submitted as {holder}: this bundle is a copy of that measurement")
 
     preset_dir = Path(submissions_dir) / preset
     dest = preset_dir / run_id
@@ -183,11 +247,18 @@ def submit_bundle(
         notes=notes,
     )
     if dest.exists():
-        if not _same_bundle(src, dest):
+        if not dest.is_dir() or dest.is_symlink() or not _same_bundle(src, dest):
             raise SubmissionError(
                 f"replayed submission refused: {dest} already holds a different bundle with run_id {run_id!r}"
             )
         previous, _ = load_meta(dest)
+        changed = [k for k in ("label", "availability", "notes")
+                   if getattr(meta, k) is not None and previous.get(k) is not None and previous.get(k) != getattr(meta, k)]
+        if changed and not replace_meta:  # a second submit never silently overwrites what the first one said
+            raise SubmissionError(
+                f"{preset}/{run_id} is already filed with " + ", ".join(f"{k} {show(previous[k])[:80]}" for k in changed)
+                + "; pass --replace-meta to change it"
+            )
         kept = {k: previous.get(k) for k in ("label", "availability", "notes") if getattr(meta, k) is None}
         merged = {**meta.to_dict(), **{k: v for k, v in kept.items() if v is not None}}
         write_json_atomic(dest / SUBMISSION_META, merged, sort_keys=True)
@@ -219,7 +290,7 @@ def load_meta(submission_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], s
     ``({}, reason)`` or the usable fields with the reason.
     """
     path = Path(submission_dir) / SUBMISSION_META
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}, None
     try:
         data = _read_json(path)
@@ -234,6 +305,10 @@ def load_meta(submission_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], s
         if value is None:
             continue
         if isinstance(value, str):
+            limit = MAX_NOTES_CHARS if key == "notes" else MAX_LABEL_CHARS
+            if len(value) > limit:
+                problems.append(f"{key} cut to {limit} characters")
+                value = value[:limit] + "..."
             meta[key] = value
         else:
             problems.append(f"{key} is not text")
@@ -249,7 +324,7 @@ def iter_submission_dirs(submissions_dir: str | os.PathLike[str]) -> list[Path]:
         return []
     found = []
     for preset in sorted(root.iterdir()):
-        if preset.name.startswith(".") or not preset.is_dir() or preset.is_symlink():
+        if preset.name.startswith(".") or preset.name == KEYS_DIRNAME or not preset.is_dir() or preset.is_symlink():
             continue
         for run in sorted(preset.iterdir()):
             if run.name.startswith(".") or not run.is_dir() or run.is_symlink():

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from bench import __version__
-from bench.power_sources import NvmlGpus, error_text
+from bench.power_sources import AmdSmiGpus, NvmlGpus, error_text
 
 _HOST_SALT = b"nanobench-host-v1:"
 _SUBPROCESS_TIMEOUT_S = 2.0
@@ -125,12 +125,18 @@ def _socket_count() -> int | None:
     return len(ids) or None
 
 
-def describe_gpus(missing: _Unavailable, nvml: Any = None) -> dict[str, Any]:
-    """GPU names, UUIDs, memory, power limits, driver and CUDA driver version via NVML."""
+def describe_gpus(missing: _Unavailable, nvml: Any = None, amdsmi: Any = None) -> dict[str, Any]:
+    """GPU names, UUIDs, memory, power limits, driver and CUDA driver version via NVML; AMD GPUs via
+    AMD SMI when NVML has none (``amdsmi=False`` skips that)."""
     if nvml is False:
         gpus, reason = None, "GPU query disabled"
     else:
         gpus, reason = NvmlGpus.open(nvml)
+    if gpus is None and amdsmi is not False and nvml is not False:
+        amd = describe_amd_gpus(amdsmi)
+        if amd is not None and not isinstance(amd, str):
+            return amd
+        reason = f"{reason}; {amd}" if amd else reason
     if gpus is None:
         missing.note("gpus", reason or "NVML unavailable")
         return {"count": 0, "devices": [], "driver_version": None, "cuda_driver_version": None}
@@ -167,6 +173,83 @@ def describe_gpus(missing: _Unavailable, nvml: Any = None) -> dict[str, Any]:
         }
     finally:
         gpus.close()
+
+
+def describe_amd_gpus(amdsmi: Any = None) -> dict[str, Any] | str:
+    """AMD GPUs via AMD SMI: model, VRAM, power cap, driver, ROCm version, xGMI topology; or the reason
+    (a string) why not."""
+    gpus, reason = AmdSmiGpus.open(amdsmi)
+    if gpus is None:
+        return reason or "AMD SMI unavailable"
+    m = gpus.amdsmi
+    try:
+        devices = []
+        for index, handle, no_counter in zip(gpus.indices, gpus.handles, gpus.counter_unsupported):
+            asic = _nvml_call(m, "amdsmi_get_gpu_asic_info", handle) or {}
+            vram = _nvml_call(m, "amdsmi_get_gpu_vram_info", handle) or {}
+            cap = _nvml_call(m, "amdsmi_get_power_cap_info", handle) or {}
+            vram_mb = vram.get("vram_size")
+            cap_uw = cap.get("power_cap")
+            devices.append({
+                "index": index,
+                "name": asic.get("market_name"),
+                "uuid": _text(_nvml_call(m, "amdsmi_get_gpu_device_uuid", handle)),
+                "pci_bus_id": _text(_nvml_call(m, "amdsmi_get_gpu_device_bdf", handle)),
+                "arch": asic.get("target_graphics_version"),
+                "memory_bytes": int(vram_mb) * 2**20 if isinstance(vram_mb, (int, float)) else None,
+                "power_limit_watts": cap_uw / 1e6 if isinstance(cap_uw, (int, float)) else None,
+                "energy_counter": no_counter is None,
+            })
+        driver = (_nvml_call(m, "amdsmi_get_gpu_driver_info", gpus.handles[0]) or {}).get("driver_version")
+        return {
+            "count": len(devices),
+            "vendor": "amd",
+            "devices": devices,
+            "driver_version": driver,
+            "cuda_driver_version": None,
+            "rocm_version": rocm_version(),
+            "topology": amd_link_topology(m, gpus.handles),
+        }
+    finally:
+        gpus.close()
+
+
+def amd_link_topology(amdsmi: Any, handles: list[Any]) -> str | None:
+    """A GPU x GPU table of link types (XGMI, PCIE) from AMD SMI, like ``amd-smi topology``'s."""
+    if len(handles) < 2:
+        return None
+    names = [f"GPU{i}" for i in range(len(handles))]
+    rows = ["\t".join(["", *names])]
+    for i, a in enumerate(handles):
+        cells = []
+        for j, b in enumerate(handles):
+            if i == j:
+                cells.append("X")
+                continue
+            link = _nvml_call(amdsmi, "amdsmi_topo_get_link_type", a, b) or {}
+            kind = link.get("type")
+            cells.append(getattr(kind, "name", None) or (str(kind) if kind is not None else "?"))
+        rows.append("\t".join([names[i], *cells]))
+    return "\n".join(rows) + "\n"
+
+
+def rocm_version() -> str | None:
+    """ROCm version: torch's HIP version when torch is already imported, else /opt/rocm/.info/version."""
+    torch_mod = sys.modules.get("torch")
+    hip = getattr(getattr(torch_mod, "version", None), "hip", None) if torch_mod else None
+    if hip:
+        return str(hip)
+    for root in (os.environ.get("ROCM_PATH"), "/opt/rocm"):
+        if root:
+            try:
+                return (Path(root) / ".info" / "version").read_text(encoding="utf-8").strip() or None
+            except OSError:
+                continue
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else error_text(value)
 
 
 def _nvml_call(module: Any, name: str, *args: Any) -> Any:
@@ -236,24 +319,43 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
 
 
+# Marketing noise in CPU/GPU model strings that makes a machine slug hard to read.
+_MODEL_NOISE = re.compile(
+    r"\((?:R|TM|C)\)|\b(?:CPU|Processor|with Radeon Graphics)\b|\b\d+-Core\b|@\s*[\d.]+\s*[GM]Hz", re.IGNORECASE
+)
+
+
+def readable_model(text: str) -> str:
+    """``Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz`` -> ``Intel Xeon Platinum 8480+``: the words that identify it."""
+    return " ".join(_MODEL_NOISE.sub(" ", text).split()) or text.strip()
+
+
 def machine_id(gpus: dict[str, Any], cpu: dict[str, Any]) -> str:
     """``<count>x<GPU model>`` (mixed GPUs joined by ``+``), or ``cpu-<model>-<n>c`` without GPUs."""
     if gpus["count"]:
         names: dict[str, int] = {}
         for dev in gpus["devices"]:
-            key = _slug(dev["name"] or "unknown-gpu")
+            key = _slug(readable_model(dev["name"] or "unknown-gpu"))
             names[key] = names.get(key, 0) + 1
         return "+".join(f"{n}x{name}" for name, n in names.items())
-    return f"cpu-{_slug(cpu['model'] or platform.machine() or 'unknown')}-{cpu['logical_cores']}c"
+    return f"cpu-{_slug(readable_model(cpu['model'] or platform.machine() or 'unknown'))}-{cpu['logical_cores']}c"
 
 
-def describe_system(*, nvml: Any = None, source_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The system description (see module docstring). ``nvml`` injects an NVML module (or False)."""
+def describe_system(
+    *, nvml: Any = None, amdsmi: Any = None, source_root: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """The system description (see module docstring). ``nvml`` / ``amdsmi`` inject modules (or False)."""
     missing = _Unavailable()
     cpu = describe_cpu(missing)
-    gpus = describe_gpus(missing, nvml)
+    gpus = describe_gpus(missing, nvml, amdsmi)
     software = describe_software(missing)
-    topology = gpu_topology(missing) if gpus["count"] else None
+    if gpus.get("vendor") == "amd":
+        topology = gpus.pop("topology")
+        software["rocm"] = gpus.get("rocm_version")
+        if topology is None and gpus["count"] > 1:
+            missing.note("gpu_topology", "AMD SMI reported no links")
+    else:
+        topology = gpu_topology(missing) if gpus["count"] else None
     if not gpus["count"]:
         missing.reasons.setdefault("gpu_topology", "no GPU")
     ram = psutil.virtual_memory().total
@@ -285,7 +387,7 @@ def describe_system(*, nvml: Any = None, source_root: str | os.PathLike[str] | N
         "accelerator_interconnect_topology": "see gpu_topology" if topology else None,
         "framework": f"PyTorch {software['torch']}" if software["torch"] else None,
         "operating_system": f"{os_name} (kernel {platform.release()})",
-        "other_software_stack": {k: software[k] for k in ("python", "cuda_runtime", "nccl") if software[k]},
+        "other_software_stack": {k: software[k] for k in ("python", "cuda_runtime", "nccl", "rocm") if software.get(k)},
     }
     info["unavailable"] = missing.reasons
     return info

@@ -12,10 +12,12 @@ Also home to what the web server shares: :func:`load_chat_model`, :class:`TokenT
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -25,7 +27,7 @@ from nanochat_core.checkpoint import checkpoint_dir, latest_step, load_model
 from nanochat_core.common import pick_device
 from nanochat_core.engine import Engine
 from nanochat_core.model import GPT
-from nanochat_core.tokenizer import Tokenizer
+from nanochat_core.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 CHAT_SOURCES = ("sft", "mid", "rl", "base")
 DEFAULT_TEMPERATURE = 0.6
@@ -46,6 +48,42 @@ def load_chat_model(artifacts_dir: str | os.PathLike[str], source: str = "sft", 
         )
     model, meta = load_model(directory, device)
     return model, Tokenizer.load(artifacts_dir / "tokenizer"), meta
+
+
+SMOKE_PRESETS = ("smoke", "test")
+SMOKE_WARNING = (
+    "This checkpoint comes from a smoke run (minutes of training on a small machine): it is meant to "
+    "exercise the pipeline, and its replies are nonsense by design."
+)
+
+
+def describe_run(run_dir: str | os.PathLike[str], source: str, meta: dict) -> dict:
+    """What a chat front end serves: run name, checkpoint (source, step), preset and a warning for
+    smoke-scale models. The preset comes from the run's launch.json (or config.json) when present."""
+    run_dir = Path(run_dir)
+    preset = None
+    for name in ("launch.json", "config.json"):
+        try:
+            data = json.loads((run_dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("preset"), str):
+            preset = data["preset"]
+            break
+    return {
+        "run": run_dir.resolve().name,
+        "source": source,
+        "step": meta.get("step"),
+        "preset": preset,
+        "warning": SMOKE_WARNING if preset in SMOKE_PRESETS else None,
+    }
+
+
+def run_banner(info: dict) -> str:
+    """One or two lines naming the run and checkpoint (and the smoke warning)."""
+    preset = f", preset {info['preset']}" if info.get("preset") else ""
+    line = f"run {info['run']}: {info['source']} checkpoint, step {info['step']}{preset}"
+    return line + (f"\nwarning: {info['warning']}" if info.get("warning") else "")
 
 
 class TokenTextStream:
@@ -70,7 +108,26 @@ class TokenTextStream:
         return text
 
 
-def reply_pieces(
+@dataclass(frozen=True)
+class ReplyPart:
+    """One piece of a reply: ``text`` (what the model says), ``tool_call`` (the calculator expression it
+    wrote between ``<|python_start|>`` and ``<|python_end|>``) or ``tool_result`` (what the engine fed
+    back between ``<|output_start|>`` and ``<|output_end|>``). Special tokens never appear in ``text``."""
+
+    kind: str
+    text: str
+
+
+def render_part(part: ReplyPart) -> str:
+    """Plain-text rendering of a part for a terminal: tool calls and results in brackets."""
+    if part.kind == "tool_call":
+        return f"[calculator: {part.text}]"
+    if part.kind == "tool_result":
+        return f" [= {part.text}]"
+    return part.text
+
+
+def reply_parts(
     engine: Engine,
     prompt: list[int],
     *,
@@ -80,13 +137,20 @@ def reply_pieces(
     seed: int = 42,
     generated: list[int] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[str]:
-    """Text pieces of one sampled reply to `prompt` (which ends with `<|assistant_start|>`).
+) -> Iterator[ReplyPart]:
+    """The parts of one sampled reply to `prompt` (which ends with `<|assistant_start|>`).
 
     Every emitted token (tool-forced ones included, the terminal one not) is appended to
-    `generated` when given. `should_stop()` returning True ends the reply early.
+    `generated` when given. `should_stop()` returning True ends the reply early. A tool call cut
+    off by the token limit is still reported (as far as it got).
     """
-    stream = TokenTextStream(engine.tokenizer)
+    tok = engine.tokenizer
+    special_ids = {tok.encode_special(name) for name in SPECIAL_TOKENS}
+    opens = {engine.python_start: "tool_call", engine.output_start: "tool_result"}
+    closes = {engine.python_end: "tool_call", engine.output_end: "tool_result"}
+    stream = TokenTextStream(tok)
+    inside: str | None = None  # the tool part being collected, if any
+    collected: list[int] = []
     steps = engine.generate(prompt, num_samples=1, max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
     for column, _ in steps:
         token = column[0]
@@ -94,12 +158,31 @@ def reply_pieces(
             break
         if generated is not None:
             generated.append(token)
-        if text := stream.push(token):
-            yield text
+        if token in opens:
+            if tail := stream.flush():
+                yield ReplyPart("text", tail)
+            inside, collected = opens[token], []
+        elif token in closes and inside == closes[token]:
+            yield ReplyPart(inside, tok.decode(collected).strip())
+            inside, collected = None, []
+        elif token in special_ids:
+            pass  # any other special token is structure, never text
+        elif inside is not None:
+            collected.append(token)
+        elif text := stream.push(token):
+            yield ReplyPart("text", text)
         if should_stop is not None and should_stop():
             break
-    if tail := stream.flush():
-        yield tail
+    if inside is not None:
+        yield ReplyPart(inside, tok.decode(collected).strip())
+    elif tail := stream.flush():
+        yield ReplyPart("text", tail)
+
+
+def reply_pieces(engine: Engine, prompt: list[int], **kwargs) -> Iterator[str]:
+    """Text pieces of one sampled reply (tool calls rendered by :func:`render_part`); see :func:`reply_parts`."""
+    for part in reply_parts(engine, prompt, **kwargs):
+        yield render_part(part)
 
 
 class ChatSession:
@@ -124,12 +207,17 @@ class ChatSession:
         self.tokens = [self.tokenizer.bos_token_id]
 
     def reply(self, user_text: str) -> Iterator[str]:
-        """Add a user turn and stream the assistant's reply; the reply joins the conversation."""
+        """Add a user turn and stream the assistant's reply as text (tool calls rendered in brackets)."""
+        for part in self.reply_parts(user_text):
+            yield render_part(part)
+
+    def reply_parts(self, user_text: str) -> Iterator[ReplyPart]:
+        """Add a user turn and stream the assistant's reply as parts; the reply joins the conversation."""
         special = self.tokenizer.encode_special
         self.tokens += [special("<|user_start|>"), *self.tokenizer.encode(user_text), special("<|user_end|>"), special("<|assistant_start|>")]
         generated: list[int] = []
         try:
-            yield from reply_pieces(
+            yield from reply_parts(
                 self.engine, self.tokens, temperature=self.temperature, top_k=self.top_k,
                 max_tokens=self.max_tokens, seed=self.rng.randrange(2**31), generated=generated,
             )
@@ -137,15 +225,23 @@ class ChatSession:
             self.tokens += generated + [special("<|assistant_end|>")]
 
 
-def chat_loop(session: ChatSession, *, read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> None:
-    """Read user lines until `quit`/`exit` (or end of input), streaming each reply to `out`."""
+def chat_loop(
+    session: ChatSession, *, read: Callable[[str], str] = input, out: TextIO = sys.stdout, echo_input: bool = False
+) -> None:
+    """Read user lines until `quit`/`exit` (or end of input), streaming each reply to `out`.
+
+    `echo_input` writes each line read after its prompt: with piped input nothing else shows what
+    was asked (run_chat turns it on when stdin is not a terminal)."""
     out.write("nanochat: type a message; 'clear' starts over, 'quit' or 'exit' leaves.\n")
     while True:
         try:
-            line = read("\nUser: ").strip()
+            raw = read("\nUser: ")
         except (EOFError, KeyboardInterrupt):
             out.write("\n")
             return
+        line = raw.strip()
+        if echo_input:
+            out.write(raw.rstrip("\n") + "\n")
         if line.lower() in ("quit", "exit"):
             return
         if line.lower() == "clear":
@@ -176,17 +272,30 @@ def run_chat(
     seed: int | None = None,
     read: Callable[[str], str] = input,
     out: TextIO = sys.stdout,
+    echo_input: bool | None = None,
 ) -> int:
-    """Chat with `run_dir/artifacts/checkpoints/<source>`; one-shot when `prompt` is given."""
+    """Chat with `run_dir/artifacts/checkpoints/<source>`; one-shot when `prompt` is given.
+    `echo_input` None: echo the lines read when stdin is not a terminal (piped input)."""
     if not 0 <= temperature <= 2 or not 1 <= top_k <= 200 or max_tokens < 1:
         raise ValueError("temperature must be in [0, 2], top-k in [1, 200] and max tokens >= 1")
-    model, tok, _ = load_chat_model(Path(run_dir) / "artifacts", source, pick_device(device))
+    model, tok, meta = load_chat_model(Path(run_dir) / "artifacts", source, pick_device(device))
+    info = describe_run(run_dir, source, meta)
     session = ChatSession(Engine(model, tok), temperature=temperature, top_k=top_k, max_tokens=max_tokens, seed=seed)
     if prompt is not None:
+        if info["warning"]:
+            print(f"warning: {info['warning']}", file=sys.stderr)
         for piece in session.reply(prompt):
             out.write(piece)
             out.flush()
         out.write("\n")
         return 0
-    chat_loop(session, read=read, out=out)
+    out.write(run_banner(info) + "\n")
+    chat_loop(session, read=read, out=out, echo_input=echo_input if echo_input is not None else not _stdin_is_terminal())
     return 0
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False

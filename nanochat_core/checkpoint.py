@@ -49,26 +49,53 @@ def save_checkpoint(
     optimizer_state: dict[str, Any] | None = None,
     train_state: dict[str, Any] | None = None,
     barrier=None,
+    local_rank: int | None = None,
 ) -> Path:
-    """Write one checkpoint. Every rank calls this; rank 0 writes the model and, after `barrier()`
-    (so every rank's shard is on disk), the meta file that marks the step complete."""
+    """Write one checkpoint. Every rank calls this; local rank 0 of every node (`local_rank`, default:
+    `rank`) writes the model and, after `barrier()` (so every rank's shard is on disk), the meta file
+    that marks the step complete. Nodes share no filesystem: each node needs its own copy."""
+    writer = (rank if local_rank is None else local_rank) == 0
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if optimizer_state is not None:
         _atomic_torch_save(optimizer_state, directory / f"optim_{step:06d}_rank{rank}.pt")
     if train_state is not None:
         _atomic_torch_save(train_state, directory / f"state_{step:06d}_rank{rank}.pt")
-    if rank == 0:
+    if writer:
         state = {k: v.detach().to("cpu") for k, v in _unwrap(model).state_dict().items()}
         _atomic_torch_save(state, directory / f"model_{step:06d}.pt")
     if barrier is not None:
         barrier()
-    if rank == 0:
+    if writer:
         full_meta = {"step": step, "model_config": asdict(_unwrap(model).config), **meta}
         _atomic_json(full_meta, directory / f"meta_{step:06d}.json")
     if barrier is not None:
         barrier()
+    _prune_older(directory, step, rank, writer)
     return directory / f"model_{step:06d}.pt"
+
+
+def _prune_older(directory: Path, step: int, rank: int, writer: bool) -> None:
+    """Once `step` is complete, delete the older steps' files (this rank's optimizer/loader state; the
+    writer's weights and meta, meta first so an older step stops counting as complete). Intermediate
+    checkpoints are for resuming only, and a d20 one with optimizer state is gigabytes."""
+
+    def older(pattern: str, regex: str) -> list[Path]:
+        found = []
+        for path in directory.glob(pattern):
+            m = re.search(regex, path.name)
+            if m and int(m.group(1)) < step:
+                found.append(path)
+        return found
+
+    doomed = older(f"optim_*_rank{rank}.pt", r"^optim_(\d+)_rank") + older(f"state_*_rank{rank}.pt", r"^state_(\d+)_rank")
+    if writer:
+        doomed = older("meta_*.json", r"^meta_(\d+)\.json$") + older("model_*.pt", r"^model_(\d+)\.pt$") + doomed
+    for path in doomed:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def latest_step(directory: str | os.PathLike[str]) -> int | None:

@@ -17,6 +17,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from nanochat_core import device as device_mod
+from nanochat_core.checkpoint_cadence import CheckpointCadence
 from nanochat_core.observer import NullObserver, Observer
 
 log = logging.getLogger("nanochat_core")
@@ -36,10 +38,23 @@ class Runtime:
     cache_dir: Path = Path.home() / ".cache" / "nanobench"  # downloads shared between runs
     compile: bool = False  # torch.compile the training model (CUDA only by default)
     resume: bool = False  # continue from this stage's latest complete checkpoint, if any
+    autocast_dtype: torch.dtype | str | None = "auto"  # None: fp32; "auto": bf16 on CUDA (hand-built Runtime)
+    device_info: dict | None = None  # nanochat_core.device.DeviceInfo.to_dict() of an accelerator
+    checkpoint: CheckpointCadence = field(default_factory=CheckpointCadence)  # intermediate checkpoints (run-time setting)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def is_local_main(self) -> bool:
+        """Local rank 0: the process that writes this node's copy of files every rank reads
+        (tokenizer, checkpoints, eval data). Nodes share no filesystem, so each node writes its own."""
+        return self.local_rank == 0
+
+    @property
+    def node_rank(self) -> int:
+        return int(os.environ.get("GROUP_RANK", "0"))
 
     @property
     def is_distributed(self) -> bool:
@@ -50,14 +65,16 @@ class Runtime:
         return self.device.type
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA, plain fp32 elsewhere."""
-        if self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        """bf16 autocast where the device has bf16 (see nanochat_core.device.precision_for), else fp32."""
+        dtype = self.autocast_dtype
+        if dtype == "auto":  # a Runtime built by hand: bf16 on CUDA, fp32 elsewhere
+            dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        if dtype is not None:
+            return torch.autocast(device_type=self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
     def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        device_mod.synchronize(self.device)
 
     def barrier(self) -> None:
         if self.is_distributed:
@@ -74,10 +91,9 @@ class Runtime:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present, then CPU (MPS is opt-in: its numerics differ)."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    """`auto | cuda | rocm | mps | xpu | cpu` -> a torch.device (see nanochat_core.device); raises
+    DeviceUnavailable with a one-line reason when the requested device is absent."""
+    return device_mod.torch_device(device_mod.resolve_device(requested))
 
 
 def init_runtime(
@@ -94,13 +110,16 @@ def init_runtime(
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = pick_device(device)
+    choice = device_mod.resolve_device(device)
+    device_mod.prepare_allocator(choice)  # expandable segments, before the first CUDA allocation
+    dev = device_mod.torch_device(choice, local_rank)
+    info = device_mod.describe_device(choice, local_rank) if choice.kind != "cpu" else None
+    if dev.type in ("cuda", "xpu"):
+        device_mod.set_current(choice, local_rank)
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
         torch.set_float32_matmul_precision("high")
     if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
+        backend = device_mod.dist_backend(choice.kind)  # nccl on CUDA and ROCm (RCCL), xccl on XPU, else gloo
         dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
     seed_everything(seed)
     rt = Runtime(
@@ -111,7 +130,9 @@ def init_runtime(
         seed=seed,
         observer=observer or NullObserver(),
         artifacts_dir=Path(artifacts_dir),
-        compile=(dev.type == "cuda") if compile is None else compile,
+        compile=device_mod.compile_default(choice.kind)[0] if compile is None else compile,
+        autocast_dtype=(torch.bfloat16 if info.precision == "bf16" else None) if info is not None else None,
+        device_info=info.to_dict() if info is not None else None,
         resume=resume,
     )
     if cache_dir is not None:
@@ -119,10 +140,30 @@ def init_runtime(
     return rt
 
 
-def shutdown_runtime(rt: Runtime) -> None:
-    if rt.is_distributed and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+def shutdown_runtime(rt: Runtime, *, failed: bool = False) -> None:
+    """Leave the process group. After a success every rank meets at a barrier first; after a failure
+    (`failed=True`) there is NO barrier: the other ranks may be blocked inside a collective this rank
+    will never join, so a barrier here would hang the job until the NCCL watchdog fires (~10 min).
+    The group is aborted instead and the caller exits; torchrun then stops the remaining ranks."""
+    if not (rt.is_distributed and dist.is_initialized()):
+        return
+    if failed:
+        abort_process_group()
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def abort_process_group() -> None:
+    """Tear down the default group without communicating (a failing rank's exit path)."""
+    abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+    try:
+        if abort is not None:
+            abort()
+        else:  # older torch: destroy without a barrier (may block on NCCL; the caller exits anyway)
+            dist.destroy_process_group()
+    except Exception as exc:  # noqa: BLE001 - best effort on a path that is already failing
+        log.warning("process group abort failed: %s", exc)
 
 
 def seed_everything(seed: int) -> None:

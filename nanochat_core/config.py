@@ -120,6 +120,18 @@ class ChatEvalConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExtrasConfig:
+    """The work ORIG's speedrun does beside the pipeline proper (docs/fidelity.md, "the pipeline's other
+    work"): CORE (core_max_per_task per task) and greedy samples every `core_every` pretraining steps
+    and at the end; base_loss (train/val bpb on base_eval.bpb_tokens + samples) in base_eval; chat_eval
+    on the mid checkpoint as well as the scored one. Off: none of it runs, and the results say so."""
+
+    orig_side_work: bool = False  # bench.toml turns it on for the speedrun family
+    core_every: int = 2000  # pretraining steps between CORE evaluations (and at the last step)
+    core_max_per_task: int = 500  # examples per task for those evaluations (ORIG: 500)
+
+
+@dataclass(frozen=True, kw_only=True)
 class WorkloadConfig:
     """One preset, fully resolved. Its hash identifies the workload in a result bundle."""
 
@@ -133,6 +145,7 @@ class WorkloadConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     chat_eval: ChatEvalConfig = field(default_factory=ChatEvalConfig)
+    extras: ExtrasConfig = field(default_factory=ExtrasConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

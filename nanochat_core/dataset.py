@@ -299,16 +299,8 @@ def iter_documents(
 
 
 def text_iterator_for_tokenizer(files: Sequence[str], max_chars: int, doc_cap: int) -> Iterator[str]:
-    """Documents cut to their first `doc_cap` chars, until exactly `max_chars` chars (or the data ends)."""
-    remaining = max_chars
-    if remaining <= 0:
-        return
-    for texts, _ in iter_documents(files):
-        for text in texts:
-            piece = text[: min(doc_cap, remaining)]
-            if not piece:
-                continue
-            remaining -= len(piece)
-            yield piece
-            if remaining <= 0:
-                return
+    """Documents cut to their first `doc_cap` chars, in order, stopping once more than `max_chars` chars
+    have been yielded (ORIG's rule: the last document is kept whole, up to `doc_cap`)."""
+    from nanochat_core.tokenizer import truncated_docs
+
+    yield from truncated_docs((text for texts, _ in iter_documents(files) for text in texts), max_chars, doc_cap)

@@ -21,9 +21,11 @@ import http.client
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -94,6 +96,11 @@ def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
             raise _TransientError(f"HTTP {err.code} {err.reason}") from err
         raise DownloadError(f"GET {url} failed: HTTP {err.code} {err.reason}") from err
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, socket.gaierror):  # the host name does not resolve: no network or a wrong host
+            host = urllib.parse.urlsplit(url).hostname
+            raise DownloadError(f"GET {url} failed: cannot resolve host {host} ({reason.strerror or reason}); "
+                                "no network or DNS? (not retried)") from None
         raise _TransientError(f"cannot connect: {err}") from err
 
 

@@ -5,9 +5,9 @@ sample, and all rows are decoded in lock-step, one token per step. Between `<|py
 `<|python_end|>` a row's tokens form a calculator expression; when it evaluates, the engine force-feeds
 `<|output_start|>` + the result's tokens + `<|output_end|>` into that row, one token per step.
 
-Deliberate deviation from ORIG: every row samples its own first token. ORIG sampled the first token
-after the prefill once and broadcast it to all rows (spec section 16 lists this as a quirk fixed
-later), which made all samples of one prompt share their first token.
+As ORIG does, the first token is sampled once, from the batch-1 prefill logits, and given to every
+row; the rows diverge from the second token on. All samples of one prompt therefore share their first
+token, which RL's sampled groups and pass@k depend on (docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from nanochat_core.calculator import evaluate
+from nanochat_core.device import has_native_bf16
 from nanochat_core.kv_cache import KVCache
 
 TokenColumn = list[int]
@@ -77,7 +78,7 @@ class Engine:
         param = next(model.parameters())
         self.device = param.device
         if autocast_ctx is None:
-            if self.device.type == "cuda":
+            if has_native_bf16(self.device):  # fp32 on GPUs without bf16 (T4, V100), MPS and the CPU
                 autocast_ctx = lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
                 cache_dtype = cache_dtype or torch.bfloat16
             else:
@@ -175,7 +176,7 @@ class Engine:
         with torch.inference_mode():
             prefill = self._new_cache(1, prompt_len)
             ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
-            logits = self._last_logits(ids, prefill).expand(num_samples, -1)
+            logits = self._last_logits(ids, prefill)  # (1, V): the first token is drawn once
             cache = self._new_cache(num_samples, prompt_len + max_tokens)
             cache.prefill_from(prefill)
             del prefill
@@ -183,6 +184,8 @@ class Engine:
         for step in range(max_tokens):
             with torch.inference_mode():
                 sampled = sample_next_token(logits, generator, temperature, top_k).tolist()
+            if step == 0:
+                sampled = sampled * num_samples  # ORIG: the prefill's one sample, broadcast to every row
             column, masks = zip(*(self._advance_row(row, tok) for row, tok in zip(rows, sampled)))
             yield list(column), list(masks)
             if step + 1 == max_tokens or all(row.done for row in rows):

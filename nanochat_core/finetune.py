@@ -38,7 +38,8 @@ def load_start_model(rt: Runtime, source: str) -> tuple[GPT, dict[str, Any]]:
 
 def build_optimizer(cfg: WorkloadConfig, model: GPT, rt: Runtime, *, init_lr_frac: float, momentum: float) -> MuonAdamW:
     """The pretraining optimizer pair (AdamW embedding/unembedding scaled, Muon matrices, wd 0) with
-    every learning rate multiplied by `init_lr_frac`."""
+    every learning rate multiplied by `init_lr_frac`, and no gradient clipping: ORIG's midtraining,
+    SFT and RL scripts do not clip (only pretraining does)."""
     pc = cfg.pretrain
     return MuonAdamW(
         model.param_groups(),
@@ -49,7 +50,7 @@ def build_optimizer(cfg: WorkloadConfig, model: GPT, rt: Runtime, *, init_lr_fra
         betas=pc.adam_betas,
         weight_decay=0.0,
         momentum=momentum,
-        grad_clip=pc.grad_clip,
+        grad_clip=0.0,
         rank=rt.rank,
         world_size=rt.world_size,
     )
@@ -62,7 +63,7 @@ def save_stage(
     state = {**train_state, "torch_rng": torch.get_rng_state()}
     ckpt.save_checkpoint(
         out_dir, step, model=model, rank=rt.rank, optimizer_state=optimizer.state_dict(), train_state=state,
-        meta={**meta, "world_size": rt.world_size}, barrier=rt.barrier,
+        meta={**meta, "world_size": rt.world_size}, barrier=rt.barrier, local_rank=rt.local_rank,
     )
 
 

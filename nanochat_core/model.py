@@ -2,7 +2,8 @@
 
 Pre-norm transformer; no positional embeddings (RoPE, base 10,000, half-split); QK-norm after RoPE;
 untied embedding / lm_head; parameter-free RMSNorm after the embedding and everywhere else;
-ReLU² MLP; no biases; logits soft-capped at 15 and computed in fp32; GQA-capable.
+ReLU² MLP; no biases; logits soft-capped at 15 in the lm_head's (autocast) dtype, then cast to fp32,
+as ORIG; rotary tables in bf16 on CUDA, as ORIG keeps them; GQA-capable.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nanochat_core.device import has_native_bf16
 from nanochat_core.kv_cache import KVCache
 
 SOFTCAP = 15.0
@@ -43,6 +45,12 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+
+def rotary_dtype(device: torch.device | str) -> torch.dtype:
+    """ORIG keeps the rotary tables in bf16; we do on CUDA (where the speedrun runs, under bf16
+    autocast) and keep fp32 tables on other devices, whose default forward is fp32."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +148,8 @@ class GPT(nn.Module):
         inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, hd, 2, dtype=torch.float32, device=device) / hd))
         t = torch.arange(length, dtype=torch.float32, device=device)
         freqs = torch.outer(t, inv_freq)
-        return freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]
+        dtype = rotary_dtype(device)  # computed in fp32, then rounded once, as ORIG
+        return freqs.cos().to(dtype)[None, :, None, :], freqs.sin().to(dtype)[None, :, None, :]
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -158,7 +167,7 @@ class GPT(nn.Module):
             block.mlp.c_proj.weight.zero_()
         cos, sin = self._rotary_tables(self.rotary_len, self.lm_head.weight.device)
         self.cos, self.sin = cos, sin
-        if self.lm_head.weight.device.type == "cuda":
+        if has_native_bf16(self.lm_head.weight.device):  # fp32 below sm_80 (T4, V100): no bf16 there
             self.transformer.wte.to(dtype=torch.bfloat16)
 
     # ---- accounting -----------------------------------------------------------------------------
@@ -200,8 +209,8 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(T)
         x = rms_norm(x)
-        logits = self.lm_head(x)
-        logits = SOFTCAP * torch.tanh(logits.float() / SOFTCAP)
+        logits = self.lm_head(x)  # bf16 under autocast
+        logits = (SOFTCAP * torch.tanh(logits / SOFTCAP)).float()  # capped in that dtype, then fp32 (ORIG)
         if targets is None:
             return logits
         loss = F.cross_entropy(

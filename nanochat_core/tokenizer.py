@@ -146,16 +146,17 @@ class Tokenizer:
         return self.enc.decode_single_token_bytes(token_id)
 
     def token_bytes(self):
-        """int32 tensor: UTF-8 bytes per token id, 0 for special tokens (the bpb denominator).
+        """int32 tensor: bytes per token id, 0 for special tokens (the bpb denominator).
 
-        Uses each token's raw bytes (the later upstream fix) rather than ORIG's decode-to-str
-        length, which miscounted the ~200 tokens that are not valid UTF-8 on their own.
+        As ORIG counts them: the UTF-8 length of the token decoded on its own, so a token that is
+        not valid UTF-8 alone counts its replacement characters (U+FFFD, 3 bytes each) rather than
+        its raw bytes (docs/fidelity.md gives the effect on bpb).
         """
         import torch
 
         counts = [0] * self.vocab_size
-        for tok, rank in self.mergeable_ranks.items():
-            counts[rank] = len(tok)
+        for rank in self.mergeable_ranks.values():
+            counts[rank] = len(self.decode([rank]).encode("utf-8"))
         return torch.tensor(counts, dtype=torch.int32)
 
     def _as_id(self, token: int | str | None) -> int | None:
@@ -165,11 +166,15 @@ class Tokenizer:
 
 
 def truncated_docs(texts: Iterable[str], max_chars: int, doc_cap: int) -> Iterator[str]:
-    """Cap each document at `doc_cap` characters and stop after `max_chars` characters in total."""
+    """Cap each document at `doc_cap` characters; stop once the total is past `max_chars`.
+
+    ORIG's rule: the document that crosses `max_chars` is kept whole (up to `doc_cap`), and reaching
+    exactly `max_chars` does not stop the text.
+    """
     seen = 0
     for text in texts:
         doc = text[:doc_cap]
         yield doc
         seen += len(doc)
-        if seen >= max_chars:
+        if seen > max_chars:
             return

@@ -18,9 +18,10 @@ def free_port() -> int:
 class ServerThread:
     """uvicorn serving `app` on 127.0.0.1:<free port> in a daemon thread."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, **config) -> None:
+        """`config`: extra uvicorn.Config keyword arguments (e.g. chat_web_guard.uvicorn_settings())."""
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

@@ -13,4 +13,5 @@ COMMANDS = (
     "eval",
     "chat",
     "serve",
+    "selftest",
 )

@@ -19,14 +19,14 @@ from nanochat_core.config import WorkloadConfig, from_dict
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="run CORE or ChatCORE on a run's checkpoint", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=("core", "chat"))
+    p.add_argument("which", choices=("core", "chat"), help="core: CORE on the base checkpoint; chat: ChatCORE on a chat checkpoint")
     p.add_argument("--run-dir", required=True, help="a run directory with artifacts/ (tokenizer, checkpoints)")
     p.add_argument("--max-per-task", type=int, default=None, help="CORE examples per task (-1 = all)")
     p.add_argument("--bundle", choices=("offline", "download"), default=None, help="CORE task data")
     p.add_argument("--max-problems", type=int, default=None, help="ChatCORE problems per task (-1 = all)")
     p.add_argument("--source", choices=("mid", "sft", "rl"), default=None, help="chat checkpoint to score")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--device", default="auto", help="auto (a GPU when present, else CPU), cpu or cuda")
+    p.add_argument("--cache-dir", default=None, help="where eval data is cached (default: the nanobench cache dir)")
     p.set_defaults(func=run)
 
 

@@ -21,8 +21,8 @@ RUN_PINNED = ("tokenizer_sha256", "data_manifest_sha256", "eval_data_sha256")
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pins", help="show or write a preset's pinned workload hashes", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("show", "write"))
-    p.add_argument("--preset", required=True)
+    p.add_argument("action", choices=("show", "write"), help="show: print the pinned hashes; write: (re)write bench/pins/<preset>.json")
+    p.add_argument("--preset", required=True, help="preset whose pins to show or write (e.g. smoke, speedrun)")
     p.add_argument("--from-run", default=None, help="take run-produced hashes (tokenizer, data) from this bundle")
     p.set_defaults(func=run)
 

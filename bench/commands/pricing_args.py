@@ -22,14 +22,14 @@ def pricing_from_args(args: argparse.Namespace, harness: HarnessConfig) -> Prici
 
 
 def default_nproc(requested: int | None, device: str) -> int:
-    """--nproc, else one process per visible GPU (for device auto/cuda), else 1."""
+    """--nproc, else one process per visible GPU (cuda/rocm/xpu; auto: what it resolves to), else 1."""
     if requested:
         return requested
-    if device not in ("auto", "cuda"):
-        return 1
-    try:
-        import torch
+    from bench.devices import DeviceUnavailable, device_count, resolve
 
-        return max(1, torch.cuda.device_count())
-    except Exception:  # noqa: BLE001 - no usable torch.cuda means one process
-        return 1
+    if device == "auto":
+        try:
+            device = resolve("auto").kind
+        except DeviceUnavailable:
+            return 1
+    return device_count(device)

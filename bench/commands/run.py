@@ -16,14 +16,25 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from bench.atomic import write_json_atomic
-from bench.config import ConfigError, load_config, workload_to_json
+from bench.config import TRAINING_STAGES, ConfigError, load_config, workload_to_json
 from bench.commands.pricing_args import default_nproc, pricing_from_args
 from bench.cost import Pricing, PricingError
+from bench.devices import DEVICE_CHOICES, DeviceUnavailable, prepare_stage_environment
+from bench.devices import resolve as resolve_device
 from bench.display import RunDisplay
+from bench.multinode import (
+    MultiNodeError, gather_node_records, merge_energy, node_record, nodes_section, parse_endpoint, start_handshake,
+    system_with_nodes,
+)
 from bench.phases import PHASE_NAMES, Launch
 from bench.pipeline import RunFailed, RunPlan, execute, selected_phases
+from bench.state_seal import StateTampered
+from bench.preflight import run_preflight
+from bench.repeat import run_repeated
+from bench.run_conditions import LoadSampler, classify, load_before, step_time_stats
 from bench.result import assemble, finalize, new_run_id
 from bench.submission import safe_name
+from bench.system import describe_system
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,9 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="speedrun", help="preset from bench.toml (default: speedrun)")
     p.add_argument("--config", default=None, help="path to bench.toml (default: the one shipped with nanobench)")
-    p.add_argument("--hourly-rate", type=float, default=None, help="USD per hour for the whole machine")
+    p.add_argument("--hourly-rate", type=float, default=None, metavar="USD",
+                   help="REQUIRED for a new run: USD per hour for the whole machine (0 to measure time only)")
     p.add_argument("--price-source", default=None, help="where the hourly rate comes from (URL or text)")
-    p.add_argument("--price-kind", choices=("on-demand", "spot", "owned"), default=None)
+    p.add_argument("--price-kind", choices=("on-demand", "spot", "owned"), default=None,
+                   help="how the hourly rate is paid: on-demand (list price), spot (interruptible) or owned (amortised hardware + power); default: bench.toml [harness] price_kind")
     p.add_argument("--captured-on", default=None, help="date the price was read (YYYY-MM-DD, default today)")
     p.add_argument("--energy-price", type=float, default=None, help="USD per kWh: adds measured energy cost")
     p.add_argument("--runs-dir", default=None, help="where run directories go (default from bench.toml)")
@@ -42,18 +55,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--phases", default=None, help=f"comma-separated subset of: {','.join(PHASE_NAMES)}")
     p.add_argument("--skip", default=None, help="comma-separated phases to skip (their checkpoints must exist)")
     p.add_argument("--nproc", type=int, default=None, help="processes per node (default: visible GPUs, or 1)")
-    p.add_argument("--nnodes", type=int, default=1)
-    p.add_argument("--node-rank", type=int, default=0)
-    p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of torchrun's rendezvous (multi-node)")
-    p.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    p.add_argument("--nnodes", type=int, default=1, help="machines taking part in a multi-node run (default 1); >1 needs --job-id and --rdzv-endpoint")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's index in a multi-node run, 0..NNODES-1 (0 = the node that writes the bundle)")
+    p.add_argument("--rdzv-endpoint", default=None,
+                   help="multi-node: HOST:PORT on node 0 (node 0 serves the rendezvous there; every node passes the same)")
+    p.add_argument("--job-id", default=None,
+                   help="multi-node: one id for the whole job, the same on every node (names each node's run directory)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="auto (what is present; the run says what it picked) | cuda | rocm | mps | xpu | cpu")
     p.add_argument("--no-compile", action="store_true", help="do not torch.compile (CUDA); recorded in the result")
     p.add_argument("--no-probe", action="store_true", help="skip the determinism probe (determinism: not_checked)")
     p.add_argument("--cache-dir", default=None, help="download cache (default from bench.toml)")
     p.add_argument("--key-dir", default=None, help="signing key directory (default: ~/.config/nanobench)")
+    p.add_argument("--yes", action="store_true",
+                   help="run even when the preflight advises against it (forecast over an hour without a GPU, "
+                        "network unreachable, disk short); a wrong device or batch that cannot divide still stops")
+    p.add_argument("--allow-busy", action="store_true",
+                   help="a run measured on a busy machine (see result.json run_conditions) may still be ranked")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run the preset N times and report mean, standard deviation and min of each figure")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """One run, or `--repeat N` runs of the same preset followed by a summary table."""
+    if args.repeat < 1:
+        print(f"error: --repeat must be >= 1, got {args.repeat}", file=sys.stderr)
+        return 2
+    if args.repeat == 1:
+        return _run_once(args)
+    if args.resume:
+        print("error: --repeat cannot be combined with --resume (resume each run on its own)", file=sys.stderr)
+        return 2
+    return run_repeated(args, _run_once)
+
+
+def _run_once(args: argparse.Namespace) -> int:
     try:
         resume_dir = Path(args.resume) if args.resume else None
         saved = _load_launch(resume_dir) if resume_dir is not None else {}
@@ -67,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             phases = saved["phases"]
             launch = Launch(**saved["launch"])
             probe = saved["probe"]
+            device = resolve_device(launch.device)  # the device the run started on must still be here
         else:
             preset = cfg.preset(args.preset)
             if args.hourly_rate is None:
@@ -75,24 +113,46 @@ def run(args: argparse.Namespace) -> int:
             pricing = pricing_from_args(args, cfg.harness)
             phases = selected_phases(preset, _split(args.phases), _split(args.skip))
             _check_launch_args(args)
+            device = resolve_device(args.device)  # auto -> what is present; absent -> one-line error
             launch = Launch(
-                nproc=default_nproc(args.nproc, args.device), nnodes=args.nnodes, node_rank=args.node_rank,
-                rdzv_endpoint=args.rdzv_endpoint, device=args.device, compile=False if args.no_compile else None,
+                nproc=default_nproc(args.nproc, device.kind), nnodes=args.nnodes, node_rank=args.node_rank,
+                rdzv_endpoint=args.rdzv_endpoint, device=device.kind, compile=False if args.no_compile else None,
+                job_id=args.job_id if args.nnodes > 1 else None,
             )
-            run_id = args.run_id or new_run_id(preset.name)
+            run_id = args.run_id or (args.job_id if args.nnodes > 1 else None) or new_run_id(preset.name)
             run_dir = Path(args.runs_dir or cfg.harness.runs_dir) / run_id
             if run_dir.exists():
                 print(f"error: {run_dir} already exists; use --resume {run_dir} or another --run-id", file=sys.stderr)
                 return 2
             probe = not args.no_probe
-    except (ConfigError, PricingError, ValueError, OSError, KeyError) as exc:
+    except (ConfigError, PricingError, ValueError, OSError, KeyError, DeviceUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    prepare_stage_environment(device.kind)
     cache_dir = Path(args.cache_dir or saved.get("cache_dir") or cfg.cache_dir).expanduser()
     key_dir = args.key_dir or saved.get("key_dir")
+    stage_options = checkpoint_options(preset, cfg.harness)
+    preflight_record = saved.get("preflight")
+    if resume_dir is None and not getattr(args, "skip_preflight", False):
+        try:
+            pf = run_preflight(preset, phases=phases, nproc=launch.nproc, nnodes=launch.nnodes, device_kind=device.kind,
+                               cache_dir=cache_dir, hourly_rate=pricing.hourly_rate_usd)
+        except Exception as exc:  # noqa: BLE001 - advisory checks must not crash the run; say what failed
+            print(f"preflight: could not complete ({type(exc).__name__}: {exc}); continuing without it", file=sys.stderr)
+            pf = None
+        if pf is not None:
+            blocked = pf.blocked(args.yes)
+            print(pf.message(args.yes), file=sys.stderr if blocked else sys.stdout, flush=True)
+            if blocked:
+                return 2
+            preflight_record = pf.record
+    if preflight_record and (preflight_record.get("divisibility") or {}).get("sft_device_batch"):
+        stage_options.setdefault("sft", {})["device_batch_size"] = preflight_record["divisibility"]["sft_device_batch"]
+    allow_busy = bool(getattr(args, "allow_busy", False) or saved.get("allow_busy"))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(run_dir.parent / f".{run_id}.lock"))
+    real_dir = run_dir.resolve()  # one lock per real directory: a symlinked or relative path is the same run
+    lock = FileLock(str(real_dir.parent / f".{real_dir.name}.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -108,17 +168,36 @@ def run(args: argparse.Namespace) -> int:
             "preset": preset.name, "pricing": pricing.to_dict(), "phases": phases, "probe": probe,
             "launch": launch.__dict__, "argv": saved.get("argv", sys.argv[1:]), "config": str(cfg.path.resolve()),
             "cache_dir": str(cache_dir.resolve()), "key_dir": str(Path(key_dir).resolve()) if key_dir else None,
+            "preflight": preflight_record, "allow_busy": allow_busy,
+            "resumes": int(saved.get("resumes", 0)) + (1 if resume_dir is not None else 0),
         })
         plan = RunPlan(
             preset=preset, run_dir=run_dir, cache_dir=cache_dir, launch=launch, phases=phases,
             hourly_rate=pricing.hourly_rate_usd, idle_baseline_s=cfg.harness.idle_baseline_seconds,
             power_interval_s=cfg.harness.power_interval_seconds, resume=resume_dir is not None, probe=probe,
+            stage_options=stage_options, key_dir=key_dir,
         )
         display = RunDisplay(hourly_rate=pricing.hourly_rate_usd)
+        display.message(f"device: {device.kind} ({device.reason})")
         display.message(f"nanobench run {run_id}: preset {preset.name}, phases {', '.join(phases)}, "
                         f"{launch.nproc} process(es) x {launch.nnodes} node(s), run dir {run_dir}")
         previous_sigterm = _sigterm_as_interrupt()
-        outcome = execute(plan, display)
+        start_handshake(launch, preset=preset.name, config_json=workload_to_json(preset.workload), phases=phases, probe=probe)
+        conditions_before = load_before()
+        sampler = LoadSampler().start()
+        try:
+            outcome = execute(plan, display)
+        finally:
+            load_during = sampler.stop()
+        own = node_record(state_phases=outcome["state"].phases, power_summary=outcome["power_summary"],
+                          system=describe_system() if launch.node_rank != 0 else {}, nproc=launch.nproc)
+        node_records = gather_node_records(launch, own)
+    except MultiNodeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except StateTampered as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except RunFailed as exc:
         display.message(f"[FAILED] {exc}")
         display.message(f"the run is resumable: nanobench run --resume {run_dir}")
@@ -131,15 +210,30 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous_sigterm)
         lock.release()
     if launch.node_rank != 0:
-        return 0  # one process collects results: node 0
+        return 0  # node 0 has this node's records and writes the one bundle
     state = outcome["state"]
     manifest = None
     if preset.workload.data.source != "shipped":
         manifest = cache_dir / "base_data" / "manifest.json"
     result = assemble(
-        run_id=run_id, preset=preset, pricing=pricing, state_phases=state.phases, manifest_path=manifest,
-        power_summary=outcome["power_summary"], launch={**launch.__dict__, "phases": phases},
+        run_id=run_id, preset=preset, pricing=pricing, state_phases=merge_energy(state.phases, node_records),
+        manifest_path=manifest, power_summary=outcome["power_summary"], launch={**launch.__dict__, "phases": phases},
     )
+    node_records[0]["system"] = result["system"]
+    result["system"] = system_with_nodes(result["system"], node_records)
+    result["number_of_nodes"] = len(node_records)
+    result["nodes"] = nodes_section(node_records)
+    result["resume"] = resume_record(state.phases, resumes=int(saved.get("resumes", 0)) + (1 if resume_dir is not None else 0))
+    result["run_conditions"] = classify(
+        conditions_before, load_during,
+        step_time_stats(run_dir / "progress" / "pretrain.jsonl", preset.workload.pretrain.timing_skip_steps),
+        allow_busy=allow_busy,
+    )
+    result["preflight"] = preflight_record
+    result["run_nonce"] = state.nonce  # made at run start (bench.state_seal); copies of this run share it
+    if result["run_conditions"]["busy"]:
+        display.message(f"[BUSY MACHINE] {result['run_conditions']['reason']}"
+                        + ("" if allow_busy else "; the leaderboard will not rank this run (rerun on a quiet machine, or --allow-busy)"))
     finalize(run_dir, result, key_dir=key_dir)
     display.summary(result)
     display.message(f"bundle: {run_dir} (check it with: nanobench verify {run_dir})")
@@ -154,6 +248,17 @@ def _check_launch_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--nnodes must be >= 1, got {args.nnodes}")
     if not 0 <= args.node_rank < args.nnodes:
         raise ValueError(f"--node-rank must be in [0, {args.nnodes - 1}] for --nnodes {args.nnodes}, got {args.node_rank}")
+    if args.nnodes > 1:
+        if not args.job_id:
+            raise ValueError("--nnodes > 1 needs --job-id ID: the same id on every node (nodes share no filesystem)")
+        if not safe_name(args.job_id):
+            raise ValueError(f"--job-id {args.job_id!r} must be letters, digits, '.', '_', '-' (not starting with '.'), "
+                             "at most 128 characters")
+        if not args.rdzv_endpoint:
+            raise ValueError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address; the same on every node)")
+        parse_endpoint(args.rdzv_endpoint)
+    elif args.job_id is not None:
+        raise ValueError("--job-id is for multi-node runs (--nnodes > 1); use --run-id to name a one-node run")
     if args.run_id is not None and not safe_name(args.run_id):
         raise ValueError(f"--run-id {args.run_id!r} must be one path component: letters, digits, '.', '_', '-' "
                          "(not starting with '.'), at most 128 characters")
@@ -201,3 +306,21 @@ def _check_same_workload(preset, run_dir: Path, config_path: Path) -> None:
 
 def _split(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def checkpoint_options(preset, harness) -> dict[str, dict[str, float | int]]:
+    """The checkpoint cadence each training stage is launched with ([harness] + [presets.<name>.checkpoint])."""
+    out: dict[str, dict[str, float | int]] = {}
+    for stage in TRAINING_STAGES:
+        minutes, steps = preset.checkpoint.for_stage(stage, harness)
+        out[stage] = {"checkpoint_minutes": minutes, "checkpoint_every_steps": steps}
+    return out
+
+
+def resume_record(state_phases: dict, *, resumes: int) -> dict:
+    """result.json `resume`: was the run interrupted and resumed, and how many seconds the interrupted
+    attempts carried into the phases they interrupted."""
+    carried = {name: float(rec.get("carried_seconds") or 0.0) for name, rec in state_phases.items()}
+    resumed_phases = [name for name, secs in carried.items() if secs > 0]
+    return {"resumed": resumes > 0 or bool(resumed_phases), "resumes": resumes,
+            "carried_seconds": sum(carried.values()), "resumed_phases": resumed_phases}

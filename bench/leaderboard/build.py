@@ -31,14 +31,21 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from bench import __version__
 from bench.leaderboard import plots
 from bench.leaderboard.markdown import render_markdown
-from bench.leaderboard.model import Board, Entry, Excluded, collect
+from bench.leaderboard.model import Board, Entry, Excluded, assign_ranks, collect
+from bench.safe_read import UnsafeFile, read_bytes
+from bench.system_view import system_lines
 
 ROOT = Path(__file__).resolve().parents[2] / "leaderboard"
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
 MARKER = ".nanobench-site"
-# Raw files with these suffixes would run as pages/scripts if opened from the site; serve them as text.
-_ACTIVE_SUFFIXES = frozenset({".html", ".htm", ".xhtml", ".shtml", ".svg", ".svgz", ".js", ".mjs", ".xml", ".xsl", ".pdf"})
+# Raw bundle files are published under their own name only when the suffix is one of these plain-text
+# kinds (an allow-list: .xht, .svg, .html ... would be served as active content); any other name gets
+# ``.txt`` appended so every static host serves it as text.
+TEXT_SUFFIXES = frozenset({".json", ".jsonl", ".csv", ".md", ".txt", ".log"})
+RAW_FILE_CAP = 32 * 2**20  # a raw file above this is listed, not published
+# Report-card sections the submission page already shows natively (kept out of the rendered card).
+PAGE_SECTIONS = frozenset({"Result", "Phases", "System", "Pricing", "Workload", "Plots"})
 CSV_FIELDS = [
     "preset", "rank", "run_id", "usd", "minutes", "core", "core_label", "chatcore", "hardware", "machine_id",
     "gpus", "gpu_model", "price_kind", "price_source", "hourly_rate_usd", "energy_kwh", "determinism",
@@ -165,19 +172,24 @@ def flatten(value: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, str
 
 
 def safe_file_name(rel: str) -> str:
-    """Where a raw bundle file goes under ``files/``: active content gets a ``.txt`` suffix."""
-    return rel + ".txt" if Path(rel).suffix.lower() in _ACTIVE_SUFFIXES else rel
+    """Where a raw bundle file goes under ``files/``: anything but a plain-text suffix gets ``.txt``."""
+    return rel if Path(rel).suffix.lower() in TEXT_SUFFIXES else rel + ".txt"
 
 
 def _copy_files(entry: Entry, dest: Path) -> list[dict[str, Any]]:
+    """Publish the bundle's files: only regular files (read without following links), capped in size."""
     links = []
     for rel in entry.files:
         src = entry.path / rel
         target_rel = safe_file_name(rel)
+        try:
+            data = read_bytes(src, cap=RAW_FILE_CAP)
+        except UnsafeFile:
+            continue  # a link, special file or an oversized file is never published
         target = dest / "files" / target_rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
-        links.append({"name": rel, "href": "files/" + target_rel, "size": src.stat().st_size})
+        target.write_bytes(data)
+        links.append({"name": rel, "href": "files/" + target_rel, "size": len(data)})
     return links
 
 
@@ -202,10 +214,15 @@ def _phase_rows(entry: Entry) -> list[dict[str, Any]]:
 
 def _filter_options(boards: list[Board]) -> dict[str, list[str]]:
     rows = [r for b in boards for r in b.rows]
+    dates = sorted({r.date for r in rows if r.date})
     return {
         "hardware": sorted({r.hardware for r in rows}, key=str.lower),
         "gpus": [str(n) for n in sorted({r.gpus for r in rows})],
         "price_kind": sorted({r.price_kind for r in rows}),
+        "preset": [b.preset for b in boards],
+        "availability": sorted({r.availability or "unspecified" for r in rows}),
+        "date_min": dates[:1],
+        "date_max": dates[-1:],
     }
 
 
@@ -244,7 +261,8 @@ def _write_submission_page(env: Environment, site: Path, board: Board, entry: En
         chart_error = f"{type(exc).__name__}: {exc}"
     else:
         chart_error = None
-    report_html = render_markdown(entry.report_md) if entry.report_md is not None else None
+    report_html = render_markdown(entry.report_md, skip_sections=PAGE_SECTIONS) if entry.report_md is not None else None
+    run_charts = plots.run_charts(entry.path, dest)
     page = env.get_template("submission.html.j2").render(
         root="../../../",
         title=f"{entry.row.run_id} ({board.preset})",
@@ -256,6 +274,8 @@ def _write_submission_page(env: Environment, site: Path, board: Board, entry: En
         chart_error=chart_error,
         report_html=report_html,
         system_rows=flatten(entry.system),
+        system_lines=system_lines(entry.system),
+        run_charts=run_charts,
         workload_rows=flatten(entry.result.get("workload") or {}),
         files=files,
         version=__version__,
@@ -270,11 +290,17 @@ def build_site(
     pins: Mapping[str, Any] | None = None,
     templates_dir: str | os.PathLike[str] | None = None,
     static_dir: str | os.PathLike[str] | None = None,
+    registry: Any = None,
+    rank_rules: bool = True,
 ) -> BuildReport:
-    """Verify every submission and write the site to ``out_dir``; returns what went on the boards."""
+    """Verify every submission and write the site to ``out_dir``; returns what went on the boards.
+
+    ``registry``: the :class:`~bench.key_registry.KeyRegistry` of trusted signers (default:
+    ``<submissions_dir>/keys``); rows signed by other keys are listed as excluded.
+    """
     out = Path(out_dir)
     env = make_env(Path(templates_dir) if templates_dir else TEMPLATES_DIR)
-    boards, excluded = collect(submissions_dir, pins)
+    boards, excluded = collect(submissions_dir, pins, registry, rank_rules=rank_rules)
     staging = _prepare_out(out)
     try:
         (staging / MARKER).write_text("built by nanobench leaderboard build\n", encoding="utf-8")
@@ -292,11 +318,13 @@ def build_site(
                     excluded.append(Excluded(f"{entry.path.parent.name}/{entry.path.name}", f"page could not be built: {type(exc).__name__}: {exc}"))
             if not good:
                 continue
-            for rank, entry in enumerate(good, 1):
-                entry.row.rank = rank
+            assign_ranks(good)
             board.entries = good
             (staging / "plots" / f"pareto-{board.slug}.svg").write_text(
-                plots.pareto_svg(board.rows, f"{board.preset}: cost vs time"), encoding="utf-8"
+                plots.pareto_svg(board.rows, f"{board.preset}: score vs cost"), encoding="utf-8"
+            )
+            (staging / "plots" / f"time-{board.slug}.svg").write_text(
+                plots.score_svg(board.rows, x="minutes", title=f"{board.preset}: score vs time"), encoding="utf-8"
             )
             kept.append(board)
         context = {"boards": kept, "excluded": excluded, "filters": _filter_options(kept), "version": __version__, "pins_given": pins is not None}

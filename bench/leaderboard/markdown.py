@@ -25,11 +25,16 @@ def inline(text: str) -> str:
     return _BOLD.sub(r"<strong>\1</strong>", html)
 
 
+_PIPE = re.compile(r"(?<!\\)\|")
+
+
 def _cells(line: str) -> list[str]:
+    """A table row's cells; ``\\|`` is a literal pipe inside a cell."""
     body = line.strip()
     body = body.removeprefix("|")
-    body = body.removesuffix("|")
-    return [c.strip() for c in body.split("|")]
+    if body.endswith("|") and not body.endswith("\\|"):
+        body = body[:-1]
+    return [c.strip().replace("\\|", "|") for c in _PIPE.split(body)]
 
 
 def _table(lines: list[str]) -> str:
@@ -48,9 +53,29 @@ def _table(lines: list[str]) -> str:
     return "".join(out)
 
 
-def render_markdown(text: str, *, heading_offset: int = 1) -> Markup:
-    """Safe HTML for ``text``; headings are demoted by ``heading_offset`` levels (max ``h6``)."""
+def drop_sections(text: str, titles: frozenset[str] | set[str]) -> str:
+    """``text`` without its ``# `` title line and without the ``## <title>`` sections named in ``titles``."""
+    kept: list[str] = []
+    skipping = False
+    for line in text.replace("\r\n", "\n").split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("# "):
+            continue
+        if stripped.startswith("## "):
+            skipping = stripped[3:].strip() in titles
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def render_markdown(text: str, *, heading_offset: int = 1, skip_sections: frozenset[str] | set[str] = frozenset()) -> Markup:
+    """Safe HTML for ``text``; headings are demoted by ``heading_offset`` levels (max ``h6``).
+
+    ``skip_sections`` names ``## `` sections (and drops the ``# `` title) that the caller shows elsewhere.
+    """
     blocks: list[str] = []
+    if skip_sections:
+        text = drop_sections(text, skip_sections)
     lines = text.replace("\r\n", "\n").split("\n")
     i = 0
     paragraph: list[str] = []
@@ -79,6 +104,13 @@ def render_markdown(text: str, *, heading_offset: int = 1) -> Markup:
                 table.append(lines[i])
                 i += 1
             blocks.append(_table(table))
+        elif stripped.startswith("> "):
+            flush_paragraph()
+            quoted = []
+            while i < len(lines) and lines[i].strip().startswith("> "):
+                quoted.append(inline(lines[i].strip()[2:]))
+                i += 1
+            blocks.append('<p class="md-note">' + "<br>".join(quoted) + "</p>")
         elif stripped.startswith(("- ", "* ")):
             flush_paragraph()
             items = []

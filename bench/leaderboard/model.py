@@ -4,11 +4,31 @@
 good one into a :class:`Entry` (row + what its page needs). Anything that fails verification, is
 misfiled, is a forecast, or has fields of the wrong type becomes an :class:`Excluded` with the
 reason; nothing here raises on a malformed submission.
+
+Ranking (issue 14): a bundle that verifies must also meet :func:`bench.ranking.ranking_problems`
+(complete preset phases counted as the registry says, valid, determinism not divergent, both
+scores, pins matching the shipped pins, a signer in the key registry, complete evidence, a run
+nonce no other submission carries, not run on a busy machine unless ``allow_busy``); otherwise it
+is an :class:`Excluded` with every reason. Fields the site renders, beyond the original ones:
+
+- ``Row.signer`` / ``Row.signer_owner``: the registry name and owner (``submissions/keys/<owner>.pub``)
+  of the signing key; ``Row.key_fingerprint`` its fingerprint;
+- ``Row.reference_usd``: cost of the counted phases at the reference price
+  (``bench/reference_prices.toml``, dated, approximate); ``Row.reference_units`` /
+  ``Row.reference_unit``: accelerator-hours ("GPU-hours", or "vCPU-hours" on a CPU-only machine);
+  ``Row.reference_rate`` ($/unit-hour), ``Row.reference_model`` (the table row matched),
+  ``Row.reference_reason`` (why there is no reference cost, when there is none);
+- ``Row.time_only``: the submitter priced the run at ``--hourly-rate 0`` ("time only"); such rows
+  stay on the board after the priced rows, with ``Row.ranked`` False and ``rank`` 0, because $0
+  is not a cost to rank by;
+- ``Row.run_nonce``: the run's nonce (two submissions with one nonce are one measurement);
+- ``Excluded.submission`` / ``Excluded.reason`` (every broken rule, ``; ``-joined), plus, when the
+  bundle verified, ``run_id``, ``signer``, ``usd``, ``minutes``, ``reference_usd``,
+  ``reference_units``, ``reference_unit``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -17,13 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.bundle import MANIFEST, SIGNATURE, SUBMISSION_META, bundle_files
-from bench.submission import is_forecast, iter_submission_dirs, load_meta
-from bench.verify import RESULT, check_pins, verify_bundle
+from bench.key_registry import KeyRegistry, load_registry
+from bench.ranking import ranking_problems
+from bench.reference_prices import reference_cost
+from bench.safe_read import UnsafeFile, is_regular, load_json, read_text, show
+from bench.submission import KEYS_DIRNAME, is_forecast, iter_submission_dirs, load_meta
+from bench.verify import RESULT, check_pins, signer_of, verify_bundle
 
 JOULES_PER_KWH = 3.6e6
 PINS_MATCH = "match"
 PINS_MISMATCH = "mismatch"
 PINS_NOT_CHECKED = "not checked"
+REPORT_CAP = 256 * 1024  # report.md beyond this is cut on the page (the raw file stays linked)
 
 
 @dataclass
@@ -55,6 +80,23 @@ class Row:
     label: str | None
     created_utc: str | None
     page: str
+    # display-only flags (helper B, issue 18): filled by run_flags() after the row is built
+    date: str | None = None  # YYYY-MM-DD of created_utc, for the date filter
+    resumed: bool = False
+    carried_seconds: float = 0.0
+    busy: bool | None = None  # None: the run recorded no machine-load check
+    # issue 14 (who signed, reference price, time-only); see the module docstring
+    signer: str | None = None
+    signer_owner: str | None = None
+    reference_usd: float | None = None
+    reference_units: float | None = None
+    reference_unit: str = "GPU-hours"
+    reference_rate: float | None = None
+    reference_model: str | None = None
+    reference_reason: str | None = None
+    time_only: bool = False
+    ranked: bool = True
+    run_nonce: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,10 +119,17 @@ class Entry:
 
 @dataclass(frozen=True)
 class Excluded:
-    """A submission left off the board, and why."""
+    """A submission left off the board, and why (plus what it claimed, when it verified)."""
 
     submission: str
     reason: str
+    run_id: str | None = None
+    signer: str | None = None
+    usd: float | None = None
+    minutes: float | None = None
+    reference_usd: float | None = None
+    reference_units: float | None = None
+    reference_unit: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -182,25 +231,43 @@ def _load_system(path: Path, result: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(system, dict) and system:
         return system
     try:
-        data = json.loads((path / "system.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(path / "system.json")
+    except UnsafeFile:
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _fingerprint(path: Path) -> str:
-    try:
-        sig = json.loads((path / SIGNATURE).read_text(encoding="utf-8"))
-        return str(sig.get("key_fingerprint", "")) if isinstance(sig, dict) else ""
-    except (OSError, ValueError):
-        return ""
+    return signer_of(path)[1] or ""
 
 
 def _read_report(path: Path) -> str | None:
+    """report.md, cut at REPORT_CAP characters; None when absent or not a regular file."""
     try:
-        return (path / "report.md").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = read_text(path / "report.md", cap=64 * 2**20)
+    except UnsafeFile:
         return None
+    if len(text) > REPORT_CAP:
+        text = text[:REPORT_CAP] + f"\n\n*(report.md is {len(text):,} characters; the rest is in the raw file.)*\n"
+    return text
+
+
+def run_flags(result: Mapping[str, Any]) -> tuple[str | None, bool, float, bool | None]:
+    """(date, resumed, carried seconds, busy) for display; tolerant of runs that predate these fields."""
+    created = result.get("created_utc")
+    date = created[:10] if isinstance(created, str) and re.match(r"\d{4}-\d{2}-\d{2}", created) else None
+    phases = result.get("phases") if isinstance(result.get("phases"), list) else []
+    carried = sum(float(p.get("carried_seconds") or 0.0) for p in phases
+                  if isinstance(p, dict) and isinstance(p.get("carried_seconds"), (int, float)))
+    resume = result.get("resume")
+    resumed = carried > 0
+    if isinstance(resume, dict):
+        resumed = resume.get("resumed") is True
+        if isinstance(resume.get("carried_seconds"), (int, float)) and not isinstance(resume.get("carried_seconds"), bool):
+            carried = float(resume["carried_seconds"])
+    conditions = result.get("run_conditions")
+    busy = conditions.get("busy") if isinstance(conditions, dict) and isinstance(conditions.get("busy"), bool) else None
+    return date, resumed, carried, busy
 
 
 def build_entry(path: Path, preset_dir: str, result: dict[str, Any], pins: Mapping[str, Any] | None, slug: str) -> Entry:
@@ -259,6 +326,7 @@ def build_entry(path: Path, preset_dir: str, result: dict[str, Any], pins: Mappi
         created_utc=_text(result.get("created_utc"), "created_utc", optional=True),
         page="",
     )
+    row.date, row.resumed, row.carried_seconds, row.busy = run_flags(result)
     return Entry(
         row=row,
         path=path,
@@ -267,36 +335,111 @@ def build_entry(path: Path, preset_dir: str, result: dict[str, Any], pins: Mappi
         system=system,
         notes=meta.get("notes"),
         report_md=_read_report(path),
-        files=[*bundle_files(path), MANIFEST, SIGNATURE] + ([SUBMISSION_META] if (path / SUBMISSION_META).is_file() else []),
+        files=[*bundle_files(path), MANIFEST, SIGNATURE] + ([SUBMISSION_META] if is_regular(path / SUBMISSION_META) else []),
         meta_problem=meta_problem,
     )
 
 
-def load_one(path: Path, pins: Mapping[str, Any] | None, slug: str) -> Entry | Excluded:
-    """Verify and read one submission directory; failures come back as :class:`Excluded`."""
-    name = f"{path.parent.name}/{path.name}"
+def _reference(entry_row: Row, system: Mapping[str, Any]) -> None:
+    ref = reference_cost(system, entry_row.minutes)
+    entry_row.reference_usd, entry_row.reference_units, entry_row.reference_unit = ref.usd, ref.units, ref.unit
+    entry_row.reference_rate, entry_row.reference_model, entry_row.reference_reason = ref.usd_per_hour, ref.model, ref.reason
+
+
+def _excluded_from(name: str, entry: Entry, reason: str) -> Excluded:
+    r = entry.row
+    return Excluded(name, reason, r.run_id, r.signer, r.usd, r.minutes, r.reference_usd, r.reference_units, r.reference_unit)
+
+
+def load_one(
+    path: Path, pins: Mapping[str, Any] | None, slug: str, registry: KeyRegistry | None = None, *, rank_rules: bool = True
+) -> Entry | Excluded:
+    """Verify and read one submission directory; failures and rule breaks come back as :class:`Excluded`.
+
+    ``rank_rules=False`` skips :func:`bench.ranking.ranking_problems` (and nonce de-duplication in
+    :func:`collect`): only for tests of rendering with synthetic bundles; the CLI never does.
+    """
+    name = f"{show(path.parent.name)[1:-1]}/{show(path.name)[1:-1]}"
     try:
         report = verify_bundle(path)
         if not report.ok:
             return Excluded(name, report.message)
-        result = json.loads((path / RESULT).read_text(encoding="utf-8"))
+        result = load_json(path / RESULT)
+        if not isinstance(result, dict):
+            return Excluded(name, "malformed: result.json is not an object")
         if is_forecast(result):
             return Excluded(name, "a forecast, not a measured run")
-        return build_entry(path, path.parent.name, result, pins, slug)
+        entry = build_entry(path, path.parent.name, result, pins, slug)
+        registry = registry if registry is not None else KeyRegistry({})
+        public, fingerprint = signer_of(path)
+        signer = registry.lookup(public, fingerprint)
+        if signer is not None:
+            entry.row.signer, entry.row.signer_owner = signer.name, signer.owner
+        _reference(entry.row, entry.system)
+        nonce = result.get("run_nonce")
+        entry.row.run_nonce = nonce if isinstance(nonce, str) else None
+        entry.row.time_only = entry.row.hourly_rate_usd == 0
+        entry.row.ranked = not entry.row.time_only
+        pins_ok = {PINS_MATCH: True, PINS_MISMATCH: False}.get(entry.row.pins)
+        problems = ranking_problems(result, pins_ok=pins_ok, pins_detail=entry.row.pins_detail, signer_known=signer is not None,
+                                    evidence_missing=report.evidence_missing)
+        if problems and rank_rules:
+            return _excluded_from(name, entry, "not ranked: " + "; ".join(problems))
+        return entry
     except MalformedSubmission as exc:
-        return Excluded(name, f"malformed: {exc}")
+        return Excluded(name, f"malformed: {show(str(exc))[1:-1][:500]}")
     except Exception as exc:  # noqa: BLE001 - never let one bad submission stop the build
-        return Excluded(name, f"unreadable: {type(exc).__name__}: {exc}")
+        return Excluded(name, f"unreadable: {type(exc).__name__}: {show(str(exc))[1:-1][:500]}")
 
 
-def sort_key(entry: Entry) -> tuple[float, float, str]:
-    return (entry.row.usd, entry.row.minutes, entry.row.run_id)
+def sort_key(entry: Entry) -> tuple[bool, float, float, str]:
+    """Priced rows by USD, then minutes; time-only rows (rate 0) after them, by minutes."""
+    if entry.row.time_only:
+        return (True, entry.row.minutes, 0.0, entry.row.run_id)
+    return (False, entry.row.usd, entry.row.minutes, entry.row.run_id)
 
 
-def collect(submissions_dir: str | Path, pins: Mapping[str, Any] | None = None) -> tuple[list[Board], list[Excluded]]:
-    """Boards (one per preset, sorted by name; rows by USD, then minutes, then run_id) and exclusions."""
+def _drop_copies(entries: list[Entry]) -> tuple[list[Entry], list[Excluded]]:
+    """Keep one submission per run nonce, the one filed first (``submitted_utc`` in submission.json; one
+    without it counts as filed last, then by run_id); the others are copies of that measurement."""
+    kept: dict[str, Entry] = {}
+    dropped: list[Excluded] = []
+
+    def filed(e: Entry) -> tuple[int, str, str]:
+        submitted = load_meta(e.path)[0].get("submitted_utc")
+        return (0, submitted, e.row.run_id) if isinstance(submitted, str) else (1, "", e.row.run_id)
+
+    for entry in sorted(entries, key=filed):
+        nonce = entry.row.run_nonce
+        if nonce is None or nonce not in kept:
+            if nonce is not None:
+                kept[nonce] = entry
+            continue
+        first = kept[nonce]
+        dropped.append(_excluded_from(f"{entry.path.parent.name}/{entry.path.name}", entry,
+                                      f"not ranked: same run nonce as {first.row.preset}/{first.row.run_id} (a copy of one measurement)"))
+    gone = {id(e) for e in entries} - {id(e) for e in kept.values()} - {id(e) for e in entries if e.row.run_nonce is None}
+    return [e for e in entries if id(e) not in gone], dropped
+
+
+def collect(
+    submissions_dir: str | Path, pins: Mapping[str, Any] | None = None, registry: KeyRegistry | None = None,
+    *, rank_rules: bool = True,
+) -> tuple[list[Board], list[Excluded]]:
+    """Boards (one per preset, sorted by name; rows by USD, then minutes, then run_id) and exclusions.
+
+    ``pins`` overrides the shipped pins of every preset; ``registry`` defaults to
+    ``<submissions_dir>/keys`` (an unreadable registry trusts nobody, and says so).
+    """
     boards: dict[str, Board] = {}
     excluded: list[Excluded] = []
+    if registry is None:
+        try:
+            keys = Path(submissions_dir) / KEYS_DIRNAME
+            registry = load_registry(keys) if (keys.exists() or keys.is_symlink()) else KeyRegistry({}, str(keys))
+        except Exception as exc:  # noqa: BLE001
+            excluded.append(Excluded(KEYS_DIRNAME, f"key registry unreadable, no signer trusted: {show(str(exc))[1:-1][:300]}"))
+            registry = KeyRegistry({})
     preset_slugs: set[str] = set()
     run_slugs: dict[str, set[str]] = {}
     for path in iter_submission_dirs(submissions_dir):
@@ -305,19 +448,35 @@ def collect(submissions_dir: str | Path, pins: Mapping[str, Any] | None = None) 
             boards[preset] = Board(preset, slugify(preset, preset_slugs))
         board = boards[preset]
         slug = slugify(path.name, run_slugs.setdefault(board.slug, set()))
-        loaded = load_one(path, pins, slug)
+        loaded = load_one(path, pins, slug, registry, rank_rules=rank_rules)
         if isinstance(loaded, Excluded):
             excluded.append(loaded)
         else:
             board.entries.append(loaded)
+    all_entries = [e for b in boards.values() for e in b.entries]
+    _, copies = _drop_copies(all_entries) if rank_rules else ([], [])
+    copied = {c.submission for c in copies}
+    excluded.extend(copies)
     result = []
     for preset in sorted(boards):
         board = boards[preset]
+        board.entries = [e for e in board.entries if f"{e.path.parent.name}/{e.path.name}" not in copied]
         if not board.entries:
             continue
         board.entries.sort(key=sort_key)
-        for rank, entry in enumerate(board.entries, 1):
-            entry.row.rank = rank
+        assign_ranks(board.entries)
+        for entry in board.entries:
             entry.row.page = f"s/{board.slug}/{entry.slug}/index.html"
         result.append(board)
     return result, excluded
+
+
+def assign_ranks(entries: list[Entry]) -> None:
+    """1, 2, ... for ranked rows in order; 0 for time-only rows."""
+    rank = 0
+    for entry in entries:
+        if entry.row.ranked:
+            rank += 1
+            entry.row.rank = rank
+        else:
+            entry.row.rank = 0

@@ -1,8 +1,8 @@
 """SVG charts for the leaderboard (matplotlib, Agg backend, no fonts or files fetched).
 
-- :func:`pareto_svg`: cost (USD) against time (minutes) for one preset, the Pareto frontier
-  (no other run is both cheaper and faster) drawn as a staircase, each point annotated with its
-  rank and score.
+- :func:`pareto_svg` / :func:`score_svg`: score against cost (log scale) or time (log scale) for
+  one preset, the Pareto frontier (no other run is both cheaper/faster and better scored) drawn as
+  a staircase, each point annotated with its rank.
 - :func:`phase_breakdown_svg`: minutes and USD per phase for one run; phases that do not count
   toward the triple are drawn hatched and grey.
 
@@ -15,13 +15,19 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import matplotlib
+import logging
+
+logging.getLogger("matplotlib").setLevel(logging.ERROR)  # no font-cache WARNING on the first build
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 ACCENT = "#2563eb"
 MUTED = "#94a3b8"
@@ -68,41 +74,73 @@ def _score_text(row: Any) -> str:
     return f"#{row.rank} {_plain(row.core_label)} {score}"
 
 
-def pareto_svg(rows: Sequence[Any], title: str) -> str:
-    """The cost-vs-time scatter of one board (rows need ``minutes``, ``usd``, ``rank``, ``core``, ``core_label``)."""
+def _tick(value: float, *, money: bool) -> str:
+    """Plain tick text on a log axis (``$0.01``, ``2``, ``500``), never ``2x10^1``."""
+    text = f"{value:,.0f}" if value >= 10 else f"{value:.3g}"
+    return _plain(("$" if money else "") + text)
+
+
+def scored_rows(rows: Sequence[Any]) -> tuple[list[Any], str | None]:
+    """Rows with a CORE score, and the board's main score label (the most common one)."""
+    scored = [r for r in rows if r.core is not None]
+    labels = [r.core_label for r in scored]
+    main = max(dict.fromkeys(labels), key=labels.count) if labels else None
+    return scored, main
+
+
+def score_svg(rows: Sequence[Any], *, x: str, title: str) -> str:
+    """Score (CORE, up is better) against cost or time (``x`` = ``usd`` or ``minutes``, log scale, left is better).
+
+    The frontier (red) joins the runs no other run beats on both axes among those sharing the board's
+    main score label; runs scored with another label are drawn hollow (their scores are not comparable).
+    """
+    scored, main = scored_rows(rows)
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(8.0, 4.2))
+        fig = Figure(figsize=(5.2, 3.9))
         ax = fig.add_subplot()
-        points = [(float(r.minutes), float(r.usd)) for r in rows]
-        front = set(pareto_front(points))
-        others = [p for i, p in enumerate(points) if i not in front]
-        if others:
-            ax.scatter(*zip(*others), s=36, color=MUTED, zorder=3, label="dominated")
-        front_pts = [points[i] for i in sorted(front, key=lambda i: points[i])]
-        if front_pts:
-            xs, ys = zip(*front_pts)
-            ax.step(xs, ys, where="post", color=FRONTIER, linewidth=1.2, alpha=0.7, zorder=2)
-            ax.scatter(xs, ys, s=48, color=FRONTIER, zorder=4, label="Pareto frontier")
-        for row, (x, y) in zip(rows, points):
-            ax.annotate(_score_text(row), (x, y), textcoords="offset points", xytext=(7, 5), fontsize=8, color=TEXT)
-        ax.set_xlabel("time (minutes, counted phases)")
-        ax.set_ylabel("cost (USD)")
+        same = [r for r in scored if r.core_label == main]
+        other = [r for r in scored if r.core_label != main]
+        pts = [(max(float(getattr(r, x)), 1e-6), float(r.core)) for r in same]
+        front = pareto_front([(px, -py) for px, py in pts])
+        dominated = [p for i, p in enumerate(pts) if i not in front]
+        if dominated:
+            ax.scatter(*zip(*dominated), s=36, color=MUTED, zorder=3, label="beaten on both axes")
+        if front:
+            fx, fy = zip(*(pts[i] for i in front))
+            ax.step(fx, fy, where="post", color=FRONTIER, linewidth=1.2, alpha=0.7, zorder=2)
+            ax.scatter(fx, fy, s=48, color=FRONTIER, zorder=4, label="Pareto frontier")
+        if other:
+            ax.scatter([max(float(getattr(r, x)), 1e-6) for r in other], [float(r.core) for r in other], s=40,
+                       facecolors="none", edgecolors=ACCENT, zorder=3, label="other score label (not comparable)")
+        for r in scored:
+            ax.annotate(f"#{r.rank}", (max(float(getattr(r, x)), 1e-6), float(r.core)), textcoords="offset points",
+                        xytext=(6, 4), fontsize=8, color=TEXT)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _tick(v, money=x == "usd")))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("cost (USD, log scale)" if x == "usd" else "time (minutes, log scale)")
+        ax.set_ylabel(f"score ({_plain(main)}, centered)" if main else "score")
         ax.set_title(_plain(title), fontsize=10, color=TEXT, loc="left")
-        ax.grid(True, color=GRID, linewidth=0.8)
+        ax.grid(True, which="both", color=GRID, linewidth=0.6)
         ax.set_axisbelow(True)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        if points:
-            _pad(ax, points)
-        ax.legend(loc="best", fontsize=7.5, frameon=False)
+        if scored:
+            xs = [max(float(getattr(r, x)), 1e-6) for r in scored]
+            ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+            ys = [float(r.core) for r in scored]
+            span = (max(ys) - min(ys)) or 0.05
+            ax.set_ylim(min(ys) - 0.2 * span, max(ys) + 0.25 * span)
+            ax.legend(loc="lower right", fontsize=7, frameon=False)
+        else:
+            ax.text(0.5, 0.5, "no run on this board has a score", transform=ax.transAxes, ha="center", color=MUTED)
         return _svg(fig)
 
 
-def _pad(ax: Any, points: Sequence[tuple[float, float]]) -> None:
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    for setter, lo, hi in ((ax.set_xlim, min(xs), max(xs)), (ax.set_ylim, min(ys), max(ys))):
-        span = hi - lo or (abs(hi) or 1.0)
-        setter(lo - 0.12 * span, hi + 0.3 * span)
+def pareto_svg(rows: Sequence[Any], title: str) -> str:
+    """The cost-vs-score Pareto chart of one board (log cost); see :func:`score_svg`."""
+    return score_svg(rows, x="usd", title=title)
 
 
 def _num(value: Any) -> float:
@@ -146,3 +184,31 @@ def phase_breakdown_svg(phases: Sequence[Any]) -> str:
         if not all(counted):
             fig.text(0.01, 0.0, "hatched grey: recorded but not counted in the headline cost/time", fontsize=7, color=MUTED)
         return _svg(fig)
+
+
+def run_charts(bundle: Path, dest: Path) -> dict[str, dict[str, str | None]]:
+    """``loss.svg`` (from ``progress/``) and ``power.svg`` (from ``power.csv``) of one submission into ``dest``.
+
+    Returns ``{"loss": {"src": file or None, "note": why not}, "power": {...}}``; a chart that
+    cannot be drawn never drops the submission.
+    """
+    from bench import run_plots
+
+    charts: dict[str, dict[str, str | None]] = {}
+    jobs = (
+        ("loss", "loss.svg", lambda: run_plots.load_loss_curves(bundle / "progress"), run_plots.loss_figure,
+         "no training steps recorded under progress/"),
+        ("power", "power.svg", lambda: run_plots.load_power(bundle / "power.csv"), run_plots.power_figure,
+         "no readings in power.csv"),
+    )
+    for kind, name, load, draw, empty in jobs:
+        try:
+            data = load()
+            if not data:
+                charts[kind] = {"src": None, "note": empty}
+                continue
+            (dest / name).write_bytes(run_plots.save(draw(data), fmt="svg"))
+            charts[kind] = {"src": name, "note": None}
+        except Exception as exc:  # noqa: BLE001 - a chart must never drop a verified submission
+            charts[kind] = {"src": None, "note": f"could not be drawn: {type(exc).__name__}: {exc}"}
+    return charts

@@ -1,8 +1,12 @@
 """CORE scoring of a base model (spec section 7), with nanochat's exact per-example semantics.
 
-Per task: rows in nanochat's order (see :mod:`nanochat_core.evals.core_tasks`), cropped to
+Per task: rows in nanochat's order (see :mod:`nanochat_core.evals.core_tasks`), cut to the first
 ``max_per_task`` when > 0. For example ``idx`` the few-shot examples are
-``random.Random(1234 + idx).sample([i for i in range(n) if i != idx], k)`` over the cropped rows.
+``random.Random(1234 + idx).sample([i for i in range(n) if i != idx], k)`` over the evaluated rows
+(n of them), as nanochat draws them. When those hold fewer than ``k`` other rows (a small
+``max_per_task``, where nanochat's ``sample`` raises), the draw is over all ``n`` rows of the task
+instead, which is nanochat's draw for a full run, so every example still gets ``k`` shots
+(:func:`fewshot_pool`; the result says which per task in ``fewshot_from``).
 
 Prompts (shots are rendered like the query with its gold answer, each followed by a blank line):
 
@@ -18,7 +22,8 @@ MC/schema predict the option with the lowest mean cross-entropy over its span (f
 Python ``min`` semantics, NaN included). Every prompt starts with BOS; rows are right-padded with
 BOS (causal attention makes padding invisible to real positions). Rows longer than the model can
 address are cropped from the left, shifting the span with them; nanochat never crops its own model
-(its rotary table covers 10x seq_len), and neither does this unless a prompt exceeds that capacity.
+(its rotary table covers 10x seq_len, and a longer prompt stops it), and neither does this unless a
+prompt exceeds that capacity; the result counts such examples per task (``cropped_examples``).
 
 Batching: one forward pass takes whole examples (all their choices) up to ``batch_size`` rows;
 an example with more rows than that gets a pass of its own, so ``batch_size=1`` reproduces
@@ -109,6 +114,7 @@ class Example:
     ends: tuple[int, ...]
     gold: int | None  # None for language modeling
     shared_prefix: bool = False  # True when every row shares its first `starts[0]` tokens (multiple choice)
+    cropped: bool = False  # True when a row was longer than the model can address and lost its left end
 
 
 def num_rows(task: CoreTask, item: dict) -> int:
@@ -120,20 +126,35 @@ def num_rows(task: CoreTask, item: dict) -> int:
 
 
 def fewshot_count(task: CoreTask, num_examples: int) -> int:
-    """Shots actually used: the task's count, capped by the other rows available.
-
-    nanochat would fail when fewer than `num_fewshot` other rows exist (tiny max_per_task); the
-    cap only applies there, so it never changes a result nanochat can produce.
-    """
+    """Shots actually used when drawing from `num_examples` rows: the task's count, capped by the other
+    rows available (only a task with fewer rows in total than that needs the cap)."""
     return max(0, min(task.num_fewshot, num_examples - 1))
 
 
+def fewshot_pool(task: CoreTask, rows: Sequence[dict], all_rows: Sequence[dict] | None = None) -> Sequence[dict]:
+    """The rows few-shot examples are drawn from: the evaluated `rows` (nanochat's draw), or
+    `all_rows` of the task when `rows` hold fewer than `num_fewshot` other rows (nanochat would stop).
+
+    `rows` must be the first `len(rows)` of `all_rows`, so an example's index means the same row in both.
+    """
+    if all_rows is None or len(rows) - 1 >= task.num_fewshot:
+        return rows
+    return all_rows
+
+
 def build_example(
-    task: CoreTask, rows: Sequence[dict], idx: int, tokenizer: Any, max_seq_len: int | None = None
+    task: CoreTask,
+    rows: Sequence[dict],
+    idx: int,
+    tokenizer: Any,
+    max_seq_len: int | None = None,
+    all_rows: Sequence[dict] | None = None,
 ) -> Example:
-    """Render, tokenize (BOS first) and locate the scored span of example `idx` of `rows`."""
+    """Render, tokenize (BOS first) and locate the scored span of example `idx` of `rows`
+    (shots from :func:`fewshot_pool`)."""
     item = rows[idx]
-    shots = [rows[i] for i in sample_fewshot(len(rows), idx, fewshot_count(task, len(rows)))]
+    pool = fewshot_pool(task, rows, all_rows)
+    shots = [pool[i] for i in sample_fewshot(len(pool), idx, fewshot_count(task, len(pool)))]
     delim = task.continuation_delimiter
     bos = tokenizer.bos_token_id
     if task.icl_task_type == "multiple_choice":
@@ -155,10 +176,11 @@ def build_example(
                 "to a strict prefix of the prompt with it"
             )
         toks, starts, ends, gold = [with_cont], [start], [end], None
-    if max_seq_len is not None:
+    cropped = max_seq_len is not None and max(len(t) for t in toks) > max_seq_len
+    if cropped:
         toks, starts, ends = _crop_left(toks, starts, ends, max_seq_len, task.label, idx)
     shared = task.icl_task_type == "multiple_choice" and len(set(starts)) == 1
-    return Example(tuple(map(tuple, toks)), tuple(starts), tuple(ends), gold, shared)
+    return Example(tuple(map(tuple, toks)), tuple(starts), tuple(ends), gold, shared, cropped)
 
 
 def _crop_left(toks, starts, ends, max_len: int, label: str, idx: int):
@@ -334,12 +356,46 @@ def evaluate_task(
     autocast_ctx: contextlib.AbstractContextManager | None = None,
     max_seq_len: int | None = None,
     share_prefix: bool = True,
+    all_rows: Sequence[dict] | None = None,
 ) -> torch.Tensor:
     """Per-example correctness (float 0/1 over `rows`), summed across ranks when distributed."""
-    correct = torch.zeros(len(rows), dtype=torch.float32, device=device)
+    return evaluate_task_detailed(
+        model,
+        tokenizer,
+        task,
+        rows,
+        device=device,
+        batch_size=batch_size,
+        rank=rank,
+        world_size=world_size,
+        autocast_ctx=autocast_ctx,
+        max_seq_len=max_seq_len,
+        share_prefix=share_prefix,
+        all_rows=all_rows,
+    )[0]
+
+
+def evaluate_task_detailed(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    task: CoreTask,
+    rows: Sequence[dict],
+    *,
+    device: torch.device | str,
+    batch_size: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    autocast_ctx: contextlib.AbstractContextManager | None = None,
+    max_seq_len: int | None = None,
+    share_prefix: bool = True,
+    all_rows: Sequence[dict] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correctness, cropped) per example of `rows`, float 0/1 each, summed across ranks."""
+    flags = torch.zeros(2, len(rows), dtype=torch.float32, device=device)
+    correct, cropped = flags[0], flags[1]
     groups = group_examples(task, rows, max(1, batch_size))
     for group in groups[rank::world_size]:
-        examples = [build_example(task, rows, idx, tokenizer, max_seq_len) for idx in group]
+        examples = [build_example(task, rows, idx, tokenizer, max_seq_len, all_rows) for idx in group]
         results = score_examples(
             model,
             examples,
@@ -348,13 +404,14 @@ def evaluate_task(
             autocast_ctx=autocast_ctx,
             share_prefix=share_prefix,
         )
-        for idx, ok in zip(group, results):
+        for idx, ok, ex in zip(group, results, examples):
             correct[idx] = float(ok)
+            cropped[idx] = float(ex.cropped)
     if world_size > 1:
         import torch.distributed as dist
 
-        dist.all_reduce(correct, op=dist.ReduceOp.SUM)
-    return correct
+        dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+    return flags[0], flags[1]
 
 
 def centered_accuracy(accuracy: float, random_baseline_percent: float) -> float:
@@ -398,13 +455,13 @@ def evaluate_core(
     examples = 0
     for done, task in enumerate(tasks, start=1):
         t_task = time.perf_counter()
-        rows = load_task_rows(task)
-        if max_per_task > 0:
-            rows = rows[:max_per_task]
+        all_rows = load_task_rows(task)
+        rows = all_rows[:max_per_task] if max_per_task > 0 else all_rows
         if not rows:
             raise ValueError(f"task {task.label} has no rows")
+        pool = fewshot_pool(task, rows, all_rows)
         ctx = autocast_ctx() if callable(autocast_ctx) else autocast_ctx
-        correct = evaluate_task(
+        correct, cropped = evaluate_task_detailed(
             model,
             tokenizer,
             task,
@@ -416,6 +473,7 @@ def evaluate_core(
             autocast_ctx=ctx,
             max_seq_len=max_seq_len,
             share_prefix=share_prefix,
+            all_rows=all_rows,
         )
         accuracy = correct.mean().item()
         per_task[task.label] = {
@@ -426,7 +484,9 @@ def evaluate_core(
             "random_baseline": task.random_baseline,
             "icl_task_type": task.icl_task_type,
             "num_fewshot": task.num_fewshot,
-            "fewshot_used": fewshot_count(task, len(rows)),
+            "fewshot_used": fewshot_count(task, len(pool)),
+            "fewshot_from": "evaluated rows" if pool is rows else "all rows",
+            "cropped_examples": int(cropped.sum().item()),
             "seconds": time.perf_counter() - t_task,
         }
         examples += len(rows)
@@ -442,6 +502,8 @@ def evaluate_core(
         "num_tasks": len(tasks),
         "examples": examples,
         "max_per_task": max_per_task,
+        "max_seq_len": max_seq_len,
+        "cropped_examples": sum(r["cropped_examples"] for r in per_task.values()),
         "sources": sorted({t.source for t in tasks}),
         "seconds": time.perf_counter() - t0,
     }

@@ -19,10 +19,12 @@ import time
 import traceback
 from pathlib import Path
 
+from nanochat_core.checkpoint_cadence import CheckpointCadence
 from nanochat_core.common import init_runtime, shutdown_runtime
 from nanochat_core.config import WorkloadConfig, from_dict
+from nanochat_core.device import DeviceUnavailable
 from nanochat_core.download import atomic_write_bytes
-from nanochat_core.observer import STAGE_END, STAGE_START, JsonlObserver, NullObserver
+from nanochat_core.observer import LOG, STAGE_END, STAGE_START, JsonlObserver, NullObserver
 from nanochat_core.stages import STAGE_ORDER
 
 
@@ -47,23 +49,43 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     rank = int(os.environ.get("RANK", "0"))
     observer = JsonlObserver(run_dir / "progress" / f"{args.stage}.jsonl") if rank == 0 else NullObserver()
-    rt = init_runtime(
-        device=args.device, seed=cfg.seed, observer=observer, artifacts_dir=run_dir / "artifacts",
-        cache_dir=args.cache_dir, compile=False if args.no_compile else None, resume=args.resume,
-    )
+    try:
+        rt = init_runtime(
+            device=args.device, seed=cfg.seed, observer=observer, artifacts_dir=run_dir / "artifacts",
+            cache_dir=args.cache_dir, compile=False if args.no_compile else None, resume=args.resume,
+        )
+    except DeviceUnavailable as exc:  # one line, no traceback: e.g. --device cuda on a CPU-only torch
+        observer.event(STAGE_END, args.stage, ok=False, error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = dict(_parse_option(o) for o in args.option)
+    # run-time checkpoint cadence of the training stages (--option checkpoint_minutes=M / checkpoint_every_steps=N)
+    rt.checkpoint = CheckpointCadence(every_seconds=60 * float(options.pop("checkpoint_minutes", 0) or 0),
+                                      every_steps=int(options.pop("checkpoint_every_steps", 0) or 0))
     module = importlib.import_module(f"nanochat_core.stages.{args.stage}")
-    observer.event(STAGE_START, args.stage, device=str(rt.device), world_size=rt.world_size)
+    observer.event(STAGE_START, args.stage, device=str(rt.device), world_size=rt.world_size, device_info=rt.device_info)
+    if rt.device_info and rt.device_info.get("precision") == "fp32":  # e.g. T4/V100: no bf16, the fp32 fallback
+        observer.event(LOG, f"{args.stage}: {rt.device_info['precision_reason']}")
+        logging.getLogger("nanochat_core").warning("%s", rt.device_info["precision_reason"])
     try:
         result = module.run(cfg, rt, **options)
-    except Exception as exc:
+    except BaseException as exc:  # noqa: BLE001 - Ctrl-C included: every failure takes the fail-fast exit
         observer.event(STAGE_END, args.stage, ok=False, error=f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
+        report_failure(run_dir, args.stage, exc, rank=rank)
+        shutdown_runtime(rt, failed=True)  # no barrier: the other ranks may be inside a collective
+        if rt.is_distributed:
+            # exit now, skipping interpreter teardown (a NCCL communicator's destructor can block);
+            # torchrun sees this rank's exit code and stops the other ranks at once
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         return 1
-    finally:
-        shutdown_runtime(rt)
+    shutdown_runtime(rt)
     observer.event(STAGE_END, args.stage, ok=True)
     if rank == 0:
+        if isinstance(result, dict):  # what this stage ran on: kind, name, precision (and why), compile
+            result.setdefault("device_info", rt.device_info or {"kind": "cpu", "precision": "fp32", "compile": rt.compile})
         write_stage_result(run_dir, args.stage, result)
     return 0
 
@@ -73,6 +95,34 @@ def write_stage_result(run_dir: Path, stage: str, result: dict) -> Path:
     out = run_dir / "phases" / stage / "result.json"
     atomic_write_bytes(out, json.dumps(result, indent=2, default=str).encode("utf-8"))
     return out
+
+
+def error_record_path(run_dir: Path, stage: str, rank: int) -> Path:
+    """Where rank `rank` of `stage` leaves its failure (the harness reads every rank's after a failed phase)."""
+    return run_dir / "errors" / stage / f"rank{rank}.json"
+
+
+def report_failure(run_dir: Path, stage: str, exc: BaseException, *, rank: int) -> None:
+    """Record a failing rank's exception and traceback for the harness: `errors/<stage>/rank<r>.json` in
+    the run dir (atomically), and torchrun's own error file (TORCHELASTIC_ERROR_FILE) when torchrun
+    launched this rank, so torchrun's failure summary names the rank and shows the traceback too."""
+    record = {
+        "stage": stage, "rank": rank, "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
+        "node_rank": int(os.environ.get("GROUP_RANK", "0")), "pid": os.getpid(), "time_unix": time.time(),
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+    try:
+        atomic_write_bytes(error_record_path(run_dir, stage, rank), json.dumps(record, indent=2).encode("utf-8"))
+    except OSError as err:
+        sys.stderr.write(f"stage: could not write the error record: {err}\n")
+    if os.environ.get("TORCHELASTIC_ERROR_FILE") and isinstance(exc, Exception):
+        try:
+            from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+            ErrorHandler().record_exception(exc)
+        except Exception as err:  # noqa: BLE001 - the record above is the one the harness reads
+            sys.stderr.write(f"stage: could not write torchrun's error file: {err}\n")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -25,6 +25,7 @@ from nanochat_core.evals.core_tasks import (
     tasks_sha256,
 )
 from nanochat_core.observer import EVAL, LOG, PROGRESS
+from nanochat_core.side_work import SAMPLES_FILE, SideWork, base_loss, write_samples
 from nanochat_core.tokenizer import Tokenizer
 
 BUNDLE_CHOICES = ("download", "offline")
@@ -53,10 +54,10 @@ def resolve_tasks(bundle: str, rt: Runtime) -> CoreTaskSet:
     if bundle == "download":
         from nanochat_core.evals.bundle import ensure_eval_bundle
 
-        if rt.is_main:  # one rank downloads; the others find it complete after the barrier
+        if rt.is_local_main:  # one rank per node downloads (no shared disk); the others find it after the barrier
             bundle_dir = ensure_eval_bundle(rt.cache_dir)
         rt.barrier()
-        if not rt.is_main:
+        if not rt.is_local_main:
             bundle_dir = ensure_eval_bundle(rt.cache_dir)
         return load_bundle_tasks(bundle_dir)
     raise ValueError(f"base_eval.bundle must be one of {BUNDLE_CHOICES}, got {bundle!r}")
@@ -125,6 +126,11 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
     result["eval_data_sha256"] = data_sha
 
     samples = greedy_samples(model, tokenizer, device=rt.device, autocast_ctx=rt.autocast())
+    side = SideWork(cfg, rt)
+    if side.enabled:  # ORIG's base_loss: train/val bpb on bpb_tokens, and its own greedy samples
+        with side.timed("base_loss"):
+            side.details["base_loss"] = base_loss(model, tokenizer, cfg, rt)
+            greedy_samples(model, tokenizer, device=rt.device, autocast_ctx=rt.autocast())
     out: dict[str, Any] = {
         "core": result["core"],
         "core_label": result["label"],
@@ -134,11 +140,16 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
         },
         "core_missing_tasks": list(task_set.missing),
         "core_max_per_task": ecfg.core_max_per_task,
+        # few-shot source per task and prompts cropped to the rotary table (issue 16 item 12)
+        "core_fewshot": {label: {k: r[k] for k in ("fewshot_used", "fewshot_from")} for label, r in result["tasks"].items()},
+        "core_cropped_examples": result["cropped_examples"],
         "eval_data_sha256": data_sha,
         "examples": result["examples"],
         "samples": samples,
     }
+    out["side_work"] = side.record()
     if rt.is_main:
+        out["samples_json"] = str(write_samples(phase_dir(rt) / SAMPLES_FILE, samples))
         csv_path, json_path = write_core_results(result, phase_dir(rt))
         out["core_csv"], out["core_json"] = str(csv_path), str(json_path)
         rt.observer.event(EVAL, "core", value=result["core"], label=result["label"], step=meta.get("step"))

@@ -3,11 +3,14 @@
 Loads ``artifacts/checkpoints/<cfg.chat_eval.source>`` and ``artifacts/tokenizer``, evaluates the
 tasks of ``cfg.chat_eval.tasks`` (data from the hub, or the shipped samples when the run's data
 source is "shipped"), writes ``chat_eval.csv`` / ``chat_eval.json`` into ``<run>/phases/chat_eval/``
-and returns ``{"chatcore", "chatcore_tasks", "source", "examples", ...}``.
+and returns ``{"chatcore", "chatcore_tasks", "source", "examples", "code_sandbox", ...}`` (``code_sandbox``:
+the OS sandbox mechanism HumanEval's programs ran in, see :mod:`nanochat_core.sandbox`; "none" only
+when the user allowed it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from nanochat_core import observer as obs
@@ -15,19 +18,30 @@ from nanochat_core.checkpoint import checkpoint_dir, load_model
 from nanochat_core.common import Runtime
 from nanochat_core.config import WorkloadConfig
 from nanochat_core.evals.chat import TaskResult, run_chatcore, write_report
-from nanochat_core.tasks import eval_task, task_source
+from nanochat_core.side_work import SAMPLES_FILE, SideWork, chat_samples, write_samples
+from nanochat_core.tasks import eval_task, task_provenance, task_source
 from nanochat_core.tokenizer import Tokenizer
 
 CHAT_SOURCES = ("mid", "sft", "rl")
 STAGE = "chat_eval"
 
 
-def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
+def run(cfg: WorkloadConfig, rt: Runtime, *, out_subdir: str = "", side_work: bool = True) -> dict[str, Any]:
+    """Score `chat_eval.source`; with extras.orig_side_work, first score the mid checkpoint too (as ORIG's
+    speedrun does after midtraining), into `phases/chat_eval/mid/`, timed as a sub-phase."""
     ce = cfg.chat_eval
     if ce.source not in CHAT_SOURCES:
         raise ValueError(f"chat_eval.source must be one of {CHAT_SOURCES}, got {ce.source!r}")
+    side = SideWork(cfg, rt)
+    if side_work and side.enabled and ce.source != "mid" and cfg.mid_train.enabled:
+        with side.timed("chat_eval_mid"):
+            mid = run(dataclasses.replace(cfg, chat_eval=dataclasses.replace(ce, source="mid")), rt, out_subdir="mid", side_work=False)
+        side.details["mid"] = {k: mid.get(k) for k in ("chatcore", "chatcore_cat", "chatcore_tasks", "examples", "csv", "json", "samples_json")}
     data_source = task_source(cfg.data.source)
     tasks = {name: eval_task(name, source=data_source, cache_dir=rt.cache_dir) for name in ce.tasks}
+    # Model-written code runs only inside an OS sandbox (or with the user's explicit permission):
+    # decide before anything is generated, and record which mechanism ran.
+    code_sandbox = tasks["HumanEval"].check_sandbox() if "HumanEval" in tasks else None
 
     model, meta = load_model(checkpoint_dir(rt.artifacts_dir, ce.source), rt.device)
     tokenizer = Tokenizer.load(rt.artifacts_dir / "tokenizer")
@@ -69,12 +83,22 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
         "chatcore_tasks": {name: r.accuracy for name, r in report.tasks.items()},
         "source": ce.source,
         "task_data": data_source,
+        # which rows / wording each task used: Hugging Face rows or shipped stand-ins (issue 16 item 14)
+        "task_rows": {name: task_provenance(task) for name, task in tasks.items()},
         "examples": sum(r.total for r in report.tasks.values()),
+        "code_sandbox": code_sandbox,
     }
     if rt.is_main:
         rt.observer.event(obs.EVAL, "chat_eval/ChatCORE", value=report.chatcore, step=meta.get("step"), reason=report.chatcore_reason)
-        out_dir = rt.artifacts_dir.parent / "phases" / STAGE
-        csv_path, json_path = write_report(report, out_dir, extra={"source": ce.source, "task_data": data_source, "step": meta.get("step")})
+        out_dir = rt.artifacts_dir.parent / "phases" / STAGE / out_subdir
+        if engine is None:
+            from nanochat_core.engine import Engine
+
+            engine = Engine(model, tokenizer)
+        result["samples_json"] = str(write_samples(out_dir / SAMPLES_FILE, chat_samples(engine, tokenizer)))
+        csv_path, json_path = write_report(report, out_dir, extra={"source": ce.source, "task_data": data_source, "task_rows": result["task_rows"], "step": meta.get("step"), "code_sandbox": code_sandbox})
         result.update(csv=str(csv_path), json=str(json_path))
+    if side_work:
+        result["side_work"] = side.record()
     rt.barrier()
     return result

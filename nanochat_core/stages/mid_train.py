@@ -4,8 +4,9 @@ Starts from the base checkpoint with fresh optimizers built like pretraining's (
 Conversations are rendered and streamed into a flat token buffer and the loss covers every token;
 the global batch is `total_batch_tokens` at the base model's seq_len, with gradient accumulation.
 Runs one pass over the mixture (or `num_iterations` steps). LR multiplier by progress p: 1 for
-p < 0.8, then linear to 0 at p = 1; Muon momentum ramps as in pretraining. Val bpb on the val
-mixture every `eval_every` steps and at the end; checkpoints to `checkpoints/mid`.
+p < 0.8, then linear to 0 at p = 1; Muon momentum ramps as in pretraining; no gradient clipping.
+Val bpb on the val mixture at step 0, every `eval_every` steps and at the end; checkpoints to
+`checkpoints/mid`. As ORIG, `total_training_time` leaves out the first 10 steps (compile, warm-up).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 import torch
 
 from nanochat_core import checkpoint as ckpt
-from nanochat_core.batch_size import cpu_bytes_per_row, pick_device_batch_size
+from nanochat_core.batch_size import auto_device_batch, cpu_bytes_per_row, pick_device_batch_size
 from nanochat_core.chat_format import render_conversation
 from nanochat_core.common import Runtime
 from nanochat_core.config import WorkloadConfig
 from nanochat_core.conversation_loader import ConversationTokenStream
 from nanochat_core.evals.bpb import evaluate_bpb
-from nanochat_core.finetune import build_optimizer, load_start_model, restore_stage, save_stage, should_checkpoint
+from nanochat_core.finetune import build_optimizer, load_start_model, restore_stage, save_stage
 from nanochat_core.model import GPT
 from nanochat_core.observer import EVAL, LOG, PROGRESS, STEP
 from nanochat_core.schedules import muon_momentum
@@ -33,6 +34,7 @@ from nanochat_core.tokenizer import Tokenizer
 
 STAGE = "mid_train"
 WARMDOWN_START = 0.8  # progress after which the LR decays linearly to 0
+TIMING_SKIP_STEPS = 10  # ORIG's training time counts steps after the first 10
 
 
 def progress_lr_multiplier(progress: float) -> float:
@@ -59,17 +61,13 @@ def choose_device_batch(requested: int, model: GPT, rt: Runtime, rows_per_rank: 
     """The configured device batch, else the largest power of two that fits (as pretraining)."""
     if requested > 0:
         return requested
-
-    def try_batch(b: int) -> None:
-        x = torch.zeros(b, seq_len, dtype=torch.long, device=rt.device)
-        with rt.autocast():
-            loss = model(x, x)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        rt.synchronize()
-
+    if rt.device.type in ("cuda", "xpu"):  # probe from nanochat's batch, minimum over ranks, peak stats reset
+        return auto_device_batch(
+            rows_per_rank=rows_per_rank, depth=model.config.n_layer, seq_len=seq_len, train_model=model, model=model,
+            device=rt.device, autocast=rt.autocast, compiled=False,
+        )[0]
     return pick_device_batch_size(
-        rows_per_rank=rows_per_rank, device=rt.device, try_batch=try_batch,
+        rows_per_rank=rows_per_rank, device=rt.device,
         bytes_per_row=cpu_bytes_per_row(model, seq_len, model.config.vocab_size), fixed_bytes=16 * model.num_params(),
     )
 
@@ -131,14 +129,14 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
     while True:
         if total is not None:
             last_step = step >= total
-        if last_step or (mc.eval_every > 0 and step % mc.eval_every == 0 and step > start_step):
+        if last_step or (mc.eval_every > 0 and step % mc.eval_every == 0 and (step > start_step or step == 0)):
             val_bpb = evaluate_bpb(
                 model, val, token_bytes, batch_size=B, rank=rt.rank, world_size=rt.world_size,
                 device=rt.device, autocast=rt.autocast, all_reduce=rt.all_reduce_sum,
             )
             min_val_bpb = min(min_val_bpb, val_bpb)
             rt.observer.event(EVAL, "val_bpb", value=val_bpb, step=step)
-        if last_step or should_checkpoint(step, start_step, mc.checkpoint_every):
+        if last_step or rt.checkpoint.due(step, start_step, mc.checkpoint_every, rt):
             save(step)
         if last_step:
             break
@@ -166,7 +164,8 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
         last_loss = float(stats[0]) / rt.world_size
         step += 1
         steps_run += 1
-        train_time += dt
+        if step > TIMING_SKIP_STEPS:  # ORIG: the first 10 steps are not timed
+            train_time += dt
         if total is not None:
             progress = step / total
         else:
@@ -178,6 +177,7 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
         )
         rt.observer.event(PROGRESS, min(progress, 1.0), total=1.0, what="mid_train mixture")
     tokens = step * mc.total_batch_tokens
+    timed_steps = max(0, step - TIMING_SKIP_STEPS)  # train_time, restored on resume, covers them all
     return {
         "steps": step,
         "start_step": start_step,
@@ -185,8 +185,9 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
         "val_bpb": val_bpb,
         "min_val_bpb": min_val_bpb,
         "tokens": tokens,
-        "tok_per_s": tokens / train_time if train_time > 0 else None,
+        "tok_per_s": timed_steps * mc.total_batch_tokens / train_time if train_time > 0 else None,
         "total_training_time": train_time,
+        "timed_steps": timed_steps,
         "seconds": time.perf_counter() - t_start,
         "device_batch_size": B,
         "grad_accum": grad_accum,

@@ -25,7 +25,7 @@ from nanochat_core.common import Runtime
 from nanochat_core.config import RLConfig, WorkloadConfig
 from nanochat_core.conversation_loader import collate_conversations
 from nanochat_core.engine import Engine
-from nanochat_core.finetune import build_optimizer, find_source, load_start_model, restore_stage, save_stage, should_checkpoint
+from nanochat_core.finetune import build_optimizer, find_source, load_start_model, restore_stage, save_stage
 from nanochat_core.observer import EVAL, LOG, PROGRESS, STEP
 from nanochat_core.stages.pretrain import params_sha256
 from nanochat_core.tasks import task_source
@@ -167,7 +167,7 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
             model.train()
             for name, value in pass_k.items():
                 rt.observer.event(EVAL, f"rl/{name}", value=value, step=step)
-        if last_step or should_checkpoint(step, start_step, rc.checkpoint_every):
+        if last_step or rt.checkpoint.due(step, start_step, rc.checkpoint_every, rt):
             save(step)
         if last_step:
             break

@@ -4,14 +4,17 @@ Starts from the mid checkpoint (the base one, with a logged note, when midtraini
 No torch.compile (variable lengths). Each rank takes `device_batch_size` conversations per
 micro-step, one per row, padded with `<|assistant_end|>`; targets are -1 where the render mask is 0
 and on padding. Gradient accumulation = target_examples_per_step / (device_batch_size * W). LRs are
-the pretraining ones x init_lr_frac (0.02), decayed linearly to 0 over the run; constant Muon
-momentum. Val loss every `eval_every` steps (`eval_steps` batches per rank, averaged across ranks),
-MMLU and ARC-Easy categorical accuracy every `eval_metrics_every` steps (-1 disables);
-checkpoints to `checkpoints/sft`.
+the pretraining ones x init_lr_frac (0.02), multiplied by 1 - step/N (N = num_iterations, derived
+from the mixture); constant Muon momentum; no gradient clipping. As ORIG, the loop visits steps
+0..N-1 and the last visit only evaluates and saves, so N-1 optimizer steps are taken. Val loss at
+step 0, every `eval_every` steps and at the end (the mean of `eval_steps` per-batch mean losses per
+rank, averaged across ranks, as ORIG), MMLU and ARC-Easy categorical accuracy every
+`eval_metrics_every` steps (-1 disables); checkpoints to `checkpoints/sft`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -22,7 +25,7 @@ from nanochat_core.common import Runtime
 from nanochat_core.config import SFTConfig, WorkloadConfig
 from nanochat_core.conversation_loader import ConversationBatches
 from nanochat_core.evals.chat import evaluate_categorical
-from nanochat_core.finetune import build_optimizer, find_source, load_start_model, restore_stage, save_stage, should_checkpoint
+from nanochat_core.finetune import build_optimizer, find_source, load_start_model, restore_stage, save_stage
 from nanochat_core.model import GPT
 from nanochat_core.observer import EVAL, LOG, PROGRESS, STEP
 from nanochat_core.stages.pretrain import params_sha256
@@ -60,27 +63,34 @@ def masked_mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
 
 @torch.no_grad()
 def validation_loss(model: GPT, batches: ConversationBatches, steps: int, rt: Runtime) -> float:
-    """Mean loss per valid target token over `steps` batches on every rank (summed across ranks).
+    """The mean, over `steps` batches on every rank, of each batch's mean loss per valid target (ORIG).
 
-    ORIG averages per-batch means; weighting by tokens keeps batches whose targets were all cut off
-    by the sequence limit from counting as zero loss. NaN when no batch has a valid target.
+    A batch without any valid target (all cut off by the sequence limit) is left out, where ORIG's
+    mean would be NaN; NaN when no batch has one.
     """
     was_training = model.training
     model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=rt.device)  # (loss sum, valid targets)
+    sums = torch.zeros(2, dtype=torch.float64, device=rt.device)  # (sum of batch means, batches)
     for _ in range(steps):
         x, y = batches.next()
+        valid = int((y >= 0).sum())
+        if valid == 0:
+            continue
         with rt.autocast():
-            per_token = model(x, y, loss_reduction="none")
-        sums[0] += per_token.double().sum()
-        sums[1] += (y >= 0).sum()
+            loss = model(x, y)  # the batch's mean over its valid targets
+        sums[0] += loss.double()
+        sums[1] += 1
     model.train(was_training)
     rt.all_reduce_sum(sums)
     return float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
 
 
-def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
+def run(cfg: WorkloadConfig, rt: Runtime, *, device_batch_size: int | str | None = None) -> dict[str, Any]:
+    """`device_batch_size` (a run-time option from the harness's preflight) replaces the preset's when the
+    preset's does not divide target_examples_per_step over the world size."""
     sc = cfg.sft
+    if device_batch_size:
+        sc = dataclasses.replace(sc, device_batch_size=int(device_batch_size))
     if not sc.enabled:
         rt.observer.event(LOG, "sft: disabled in this preset")
         return {"skipped": True}
@@ -99,7 +109,8 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
     train_set = sft_train_mixture(data_source, rt.cache_dir, limit=sc.mixture_limit)
     val_set = sft_val_mixture(data_source, rt.cache_dir, limit=sc.mixture_limit)
     grad_accum = grad_accum_steps(sc, rt.world_size)
-    steps = num_steps(sc, len(train_set))
+    iterations = num_steps(sc, len(train_set))  # ORIG's num_iterations: the LR horizon
+    steps = max(0, iterations - 1)  # optimizer steps: ORIG's last iteration only evaluates and saves
     B = sc.device_batch_size
     loader = ConversationBatches(train_set, tok, batch_size=B, rank=rt.rank, world_size=rt.world_size, max_tokens=T, device=rt.device)
     metric_tasks = {}
@@ -132,7 +143,7 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
     last_loss = float("nan")
     while True:
         last_step = step == steps
-        if last_step or (sc.eval_every > 0 and step % sc.eval_every == 0 and step > start_step):
+        if last_step or (sc.eval_every > 0 and step % sc.eval_every == 0 and (step > start_step or step == 0)):
             val_batches = ConversationBatches(val_set, tok, batch_size=B, rank=rt.rank, world_size=rt.world_size, max_tokens=T, device=rt.device)
             val_loss = validation_loss(model, val_batches, max(1, sc.eval_steps), rt)
             rt.observer.event(EVAL, "val_loss", value=val_loss, step=step)
@@ -143,12 +154,12 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
                 metrics[name] = result.accuracy
                 rt.observer.event(EVAL, f"sft/{name}", value=result.accuracy, step=step)
             model.train()
-        if last_step or should_checkpoint(step, start_step, sc.checkpoint_every):
+        if last_step or rt.checkpoint.due(step, start_step, sc.checkpoint_every, rt):
             save(step)
         if last_step:
             break
         # ---- one optimizer step (the timed region) ----
-        lr_mult = 1.0 - step / steps
+        lr_mult = 1.0 - step / iterations
         rt.synchronize()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=rt.device)
@@ -180,6 +191,7 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
         step += 1
     return {
         "steps": steps,
+        "num_iterations": iterations,
         "start_step": start_step,
         "source": source,
         "final_loss": last_loss,

@@ -30,7 +30,7 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict:
     t0 = time.perf_counter()
     tok = Tokenizer.train(texts(), tc.vocab_size)
     train_seconds = time.perf_counter() - t0
-    if rt.is_main:  # under torchrun every rank trains the same tokenizer; only one may write the files
+    if rt.is_local_main:  # the harness runs this stage as one process per node; each node writes its own copy
         tok.save(tokenizer_dir(rt))
     rt.barrier()
     path = tokenizer_dir(rt) / TOKENIZER_FILE

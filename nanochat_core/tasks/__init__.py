@@ -13,7 +13,7 @@ from nanochat_core.tasks.arc import ARC
 from nanochat_core.tasks.base import MultipleChoiceTask, Task, TaskMixture, render_multiple_choice, shuffled_order
 from nanochat_core.tasks.gsm8k import GSM8K
 from nanochat_core.tasks.humaneval import HumanEval
-from nanochat_core.tasks.identity import CustomJSON, Identity
+from nanochat_core.tasks.identity import CustomJSON, Identity, identity_task
 from nanochat_core.tasks.mmlu import MMLU
 from nanochat_core.tasks.smoltalk import SmolTalk
 from nanochat_core.tasks.sources import SOURCES
@@ -26,6 +26,18 @@ SPELLING_BEE_EVAL_SIZE = 256  # ORIG scores 256 generated test examples
 def task_source(data_source: str) -> str:
     """Chat-task data source for a run: "shipped" when the run's data source is "shipped", else "download"."""
     return "shipped" if data_source == "shipped" else "download"
+
+
+def task_provenance(task: Task) -> str:
+    """Where a task's rows come from, for results: its own ``provenance``, else its data source."""
+    if task.provenance:
+        return task.provenance
+    source = getattr(task, "source", None)
+    if source == "download":
+        return f"Hugging Face rows of {getattr(task, 'name', type(task).__name__)} (hub order, seed-42 shuffle)"
+    if source == "shipped":
+        return f"shipped {getattr(task, 'name', type(task).__name__)} rows (offline)"
+    return type(task).__name__
 
 
 def eval_task(
@@ -47,7 +59,7 @@ def eval_task(
     if name == "HumanEval":
         return HumanEval(**common)
     if name == "SpellingBee":
-        return SpellingBee(SPELLING_BEE_EVAL_SIZE, "test", stop=stop)
+        return SpellingBee(SPELLING_BEE_EVAL_SIZE, "test", source=source, cache_dir=cache_dir, stop=stop)
     raise ValueError(f"unknown chat eval task {name!r}; expected one of {EVAL_TASK_NAMES}")
 
 
@@ -67,7 +79,9 @@ __all__ = [
     "Task",
     "TaskMixture",
     "eval_task",
+    "identity_task",
     "render_multiple_choice",
     "shuffled_order",
+    "task_provenance",
     "task_source",
 ]

@@ -1,7 +1,9 @@
 """ARC-Easy / ARC-Challenge (``allenai/ai2_arc``) as multiple-choice tasks, shuffled with seed 42.
 
 Shipped offline: the test splits only (``data/chat/arc_{easy,challenge}_test.jsonl.gz``, letters
-A, B, C, ... by position). The train split must be downloaded.
+A, B, C, ... by position). The train split must be downloaded. The download presets read the Hugging
+Face rows as ORIG does: the published labels (some rows use 1-4) in the hub's row order, then the
+seed-42 shuffle; ``provenance`` says which rows a task holds (chat_eval reports it).
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ class ARC(MultipleChoiceTask):
             if split != "test":
                 raise ValueError(f"only the ARC test split is shipped; {subset}/{split} needs source='download'")
             rows = shipped_rows(SHIPPED_FILES[subset])
+            self.provenance = f"shipped {subset} {split} rows (offline stand-in: letters A-D by position, not the hub's labels)"
         else:
             rows = hub_rows(REPO, subset, split, cache_dir, endpoint)
+            self.provenance = f"Hugging Face {REPO} {subset}/{split} rows (published labels, hub order, seed-42 shuffle)"
         self.rows = ShuffledRows(rows)
 
     def num_rows(self) -> int:

@@ -54,6 +54,7 @@ class Task(ABC):
 
     name: str = "task"
     eval_type: str = "generative"  # "categorical" | "generative"
+    provenance: str = ""  # where the rows / wording come from, for results (see task_provenance)
 
     def __init__(self, *, start: int = 0, stop: int | None = None, step: int = 1) -> None:
         if start < 0 or step < 1 or (stop is not None and stop < start):

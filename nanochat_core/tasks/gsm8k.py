@@ -2,8 +2,10 @@
 
 The reference solution is split at its ``<<expr=result>>`` annotations into text, ``python`` (expr)
 and ``python_output`` (result) parts, so training teaches the model to call the calculator; the
-final text part ends with ``#### <answer>``. A completion is correct when the number after its
-``####`` equals the reference number (commas removed).
+final text part ends with ``#### <answer>``. A completion is correct when the answer after its first
+``#### `` equals the reference answer: ORIG's rule, exactly one space after ``####`` and then the longest
+run of digits, dots and commas (optionally after a ``-``), commas removed, compared as text. So
+``####18`` and ``####  18`` give no answer and ``#### 18.`` gives ``18.``, which is not ``18``.
 
 Shipped offline: the full test split (1,319) and the first 2,000 of 7,473 train rows (a smoke
 stand-in for the train split, shuffled among themselves).
@@ -21,7 +23,7 @@ from nanochat_core.tasks.sources import check_source, hub_rows, shipped_rows
 REPO = "openai/gsm8k"
 SHIPPED_FILES = {"test": "gsm8k_test.jsonl.gz", "train": "gsm8k_train.jsonl.gz"}
 _CALC = re.compile(r"<<([^<>]*)>>")
-_FINAL = re.compile(r"####\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?)")
+_FINAL = re.compile(r"#### (-?[0-9.,]+)")
 
 
 def solution_parts(solution: str) -> list[dict[str, str]]:
@@ -43,9 +45,9 @@ def solution_parts(solution: str) -> list[dict[str, str]]:
 
 
 def extract_final_answer(text: str) -> str | None:
-    """The number after the first ``####`` (commas removed), or None."""
+    """The answer text after the first ``#### `` (ORIG's rule, see the module docstring), or None."""
     match = _FINAL.search(text)
-    return match.group(1).replace(",", "") if match else None
+    return match.group(1).strip().replace(",", "") if match else None
 
 
 def assistant_text(message: dict[str, Any]) -> str:
@@ -88,6 +90,8 @@ class GSM8K(Task):
         }
 
     def evaluate(self, conversation: dict[str, Any], completion: str) -> int:
-        reference = extract_final_answer(assistant_text(conversation["messages"][-1]))
+        content = conversation["messages"][-1]["content"]
+        # the reference is read from the last part, as ORIG reads it
+        reference = extract_final_answer(content if isinstance(content, str) else content[-1]["text"])
         predicted = extract_final_answer(completion)
         return int(reference is not None and predicted == reference)

@@ -136,8 +136,12 @@ HUB_SPLITS: tuple[tuple[str, str, str], ...] = (
 
 
 def prefetch_all(cache_dir: str | os.PathLike[str], *, endpoint: str | None = None, **download_kwargs: Any) -> list[Path]:
-    """Download every split in :data:`HUB_SPLITS` (a no-op for what is already cached and intact)."""
+    """Download every split in :data:`HUB_SPLITS` and the :mod:`.upstream` files (a no-op for what is
+    already cached and intact)."""
+    from nanochat_core.tasks.upstream import prefetch_upstream
+
     paths: list[Path] = []
     for repo, subset, split in HUB_SPLITS:
         paths += ensure_split(repo, subset, split, cache_dir, endpoint=endpoint, **download_kwargs)
-    return paths
+    # ORIG's identity conversations, word list and SpellingBee wording (not on the hub)
+    return paths + prefetch_upstream(cache_dir, **download_kwargs)

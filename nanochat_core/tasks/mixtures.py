@@ -10,7 +10,9 @@ auxiliary_train and the ARC train split are not shipped. They keep the shape of 
 - MMLU auxiliary_train, ARC train -> MMLU ``dev`` (285 questions, 5 per subject)
 - GSM8K train (7,473)            -> the shipped first 2,000 GSM8K train rows
 - SmolTalk test (validation)     -> dropped; validation uses MMLU test / GSM8K test slices only
-- SimpleSpelling / SpellingBee   -> generated as usual, smaller counts
+- SimpleSpelling / SpellingBee   -> generated as usual, smaller counts, from the shipped web2 word list
+                                    and nanobench's own SpellingBee wording
+- identity conversations         -> the 60 shipped nanobench ones (downloads use ORIG's 1,000)
 
 Offline runs are smoke tests of the pipeline; their chat scores are not comparable to nanochat's.
 ``limit > 0`` caps every task at its first ``limit`` examples (``mixture_limit`` in the configs).
@@ -23,7 +25,7 @@ import os
 from nanochat_core.tasks.arc import ARC
 from nanochat_core.tasks.base import Task, TaskMixture
 from nanochat_core.tasks.gsm8k import GSM8K
-from nanochat_core.tasks.identity import Identity
+from nanochat_core.tasks.identity import Identity, identity_task
 from nanochat_core.tasks.mmlu import MMLU
 from nanochat_core.tasks.smoltalk import SmolTalk
 from nanochat_core.tasks.sources import check_source
@@ -55,10 +57,10 @@ def mid_train_tasks(source: str, cache_dir: CacheDir = None, *, endpoint: str | 
         SmolTalk("train", **kw),
         MMLU("auxiliary_train", "train", **kw),
         GSM8K("main", "train", **kw),
-        Identity(stop=_stop(limit)),
-        Identity(stop=_stop(limit)),
-        SimpleSpelling(size=200_000, split="train", stop=_stop(limit)),
-        SpellingBee(size=80_000, split="train", stop=_stop(limit)),
+        identity_task(source, cache_dir, stop=_stop(limit)),
+        identity_task(source, cache_dir, stop=_stop(limit)),
+        SimpleSpelling(size=200_000, split="train", source=source, cache_dir=cache_dir, stop=_stop(limit)),
+        SpellingBee(size=80_000, split="train", source=source, cache_dir=cache_dir, stop=_stop(limit)),
     ]
 
 
@@ -73,7 +75,8 @@ def mid_val_tasks(source: str, cache_dir: CacheDir = None, *, endpoint: str | No
 
 def sft_train_tasks(source: str, cache_dir: CacheDir = None, *, endpoint: str | None = None, limit: int = -1) -> list[Task]:
     """ORIG SFT: ARC-Easy/Challenge train, GSM8K train, SmolTalk train first 10K, identity, spelling 300 + 300."""
-    spelling = [SimpleSpelling(size=300, split="train", stop=_stop(limit)), SpellingBee(size=300, split="train", stop=_stop(limit))]
+    spell_kw = {"split": "train", "source": source, "cache_dir": cache_dir, "stop": _stop(limit)}
+    spelling = [SimpleSpelling(size=300, **spell_kw), SpellingBee(size=300, **spell_kw)]
     if check_source(source) == "shipped":
         return [
             MMLU("all", "dev", source="shipped", stop=_stop(limit)),
@@ -88,7 +91,7 @@ def sft_train_tasks(source: str, cache_dir: CacheDir = None, *, endpoint: str | 
         ARC("ARC-Challenge", "train", stop=_stop(limit), **kw),
         GSM8K("main", "train", stop=_stop(limit), **kw),
         SmolTalk("train", stop=_stop(limit, 10_000), **kw),
-        Identity(stop=_stop(limit)),
+        identity_task(source, cache_dir, stop=_stop(limit)),
         *spelling,
     ]
 

@@ -2,8 +2,17 @@
 
 Examples are generated, not stored: example ``i`` comes from ``random.Random(i)`` for the train split
 and ``random.Random(-(i + 1))`` for the test split, so both splits are reproducible and disjoint in
-seeds. Words come from the shipped web2 list (``data/words/web2_lower_alpha.txt.gz``, 234K words),
-the offline stand-in for nanochat's ``words_alpha.txt``; ``words="common"`` picks the 20K common list.
+seeds. Both tasks follow ORIG's draws in ORIG's order: the word; a letter of the word (when
+``random() < 0.9``) or of the alphabet; the question template; lower-casing it (``random() < 0.3``);
+the quote of the letter, then of the word (none, ``'`` or ``"``); a trailing ``?`` (``random() < 0.5``).
+
+Where the words and the wording come from depends on ``source``:
+
+- ``"download"`` (download presets): ORIG's 370K-word ``words_alpha.txt`` and ORIG's own question
+  templates and answer text, both fetched and hash-checked at run time (:mod:`.upstream`,
+  :mod:`.spelling_text`), so SpellingBee problem ``i`` is ORIG's problem ``i``.
+- ``"shipped"`` (offline, ``smoke``): the shipped web2 list (``data/words/web2_lower_alpha.txt.gz``,
+  234K words; ``words="common"`` picks the 20K common list) and nanobench's own wording, same draws.
 
 SpellingBee's answer spells the word out, walks it position by position with a running count, then
 checks with a python ``'<word>'.count('<letter>')`` tool call and ends in ``#### <count>``.
@@ -13,49 +22,23 @@ SimpleSpelling: "Spell the word: X" -> "X:x,y,z" (its word list shuffled once wi
 from __future__ import annotations
 
 import gzip
+import os
 import random
 import string
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from nanochat_core.tasks.base import Task
 from nanochat_core.tasks.gsm8k import extract_final_answer
-from nanochat_core.tasks.sources import WORDS_DIR
+from nanochat_core.tasks.sources import WORDS_DIR, check_source
+from nanochat_core.tasks.spelling_text import NANOBENCH_TEMPLATES, SpellingText, nanobench_text, orig_text_from_source
+from nanochat_core.tasks.upstream import SPELLINGBEE_SOURCE, WORDS_ALPHA, ensure_upstream
 
 WORD_LISTS = {"web2": "web2_lower_alpha.txt.gz", "common": "english_common_20k.txt"}
-
-# Our own question templates, {word} and {letter} filled in; several languages on purpose.
-QUESTION_TEMPLATES = (
-    "How many times does the letter {letter} appear in {word}",
-    "Count the letter {letter} in the word {word}",
-    "In the word {word}, how often does {letter} occur",
-    "What is the number of {letter} characters in {word}",
-    "Tell me how many {letter} letters there are in {word}",
-    "Can you count how many times {letter} shows up in {word}",
-    "How many occurrences of {letter} does {word} contain",
-    "Number of {letter} in {word}",
-    "{word}: how many {letter}",
-    "Please count every {letter} in {word}",
-    "¿Cuántas veces aparece la letra {letter} en {word}",
-    "Cuenta las letras {letter} en la palabra {word}",
-    "Combien de fois la lettre {letter} apparaît-elle dans {word}",
-    "Compte les {letter} dans le mot {word}",
-    "Wie oft kommt der Buchstabe {letter} in {word} vor",
-    "Zähle die Buchstaben {letter} im Wort {word}",
-    "Quante volte compare la lettera {letter} nella parola {word}",
-    "Quantas vezes a letra {letter} aparece em {word}",
-    "Hoe vaak komt de letter {letter} voor in {word}",
-    "单词 {word} 中有几个字母 {letter}",
-    "{word} という単語に {letter} は何回出てきますか",
-    "{word}에 {letter}가 몇 번 나오나요",
-    "Сколько раз буква {letter} встречается в слове {word}",
-    "{word} kelimesinde kaç tane {letter} harfi var",
-    "Ile razy litera {letter} występuje w słowie {word}",
-    "Hur många gånger förekommer bokstaven {letter} i {word}",
-    "{word} शब्द में {letter} अक्षर कितनी बार आता है",
-    "Berapa kali huruf {letter} muncul dalam kata {word}",
-)
+QUESTION_TEMPLATES = NANOBENCH_TEMPLATES  # our own (offline) templates
 QUOTES = ("", "'", '"')
+CacheDir = str | os.PathLike[str] | None
 
 
 @lru_cache(maxsize=2)
@@ -69,6 +52,33 @@ def load_words(which: str = "web2") -> tuple[str, ...]:
         return tuple(w for w in (line.strip() for line in fh) if w)
 
 
+@lru_cache(maxsize=2)
+def _read_word_file(path: str, mtime_ns: int) -> tuple[str, ...]:
+    with open(path, encoding="utf-8") as fh:
+        return tuple(line.strip() for line in fh)  # every line, stripped, as ORIG reads it
+
+
+@lru_cache(maxsize=2)
+def _read_orig_text(path: str, mtime_ns: int) -> SpellingText:
+    return orig_text_from_source(Path(path).read_text(encoding="utf-8"))
+
+
+def task_words(source: str, cache_dir: CacheDir, words: str = "web2") -> tuple[str, ...]:
+    """The word list of a source: ORIG's downloaded ``words_alpha.txt``, or a shipped list."""
+    if check_source(source) == "shipped":
+        return load_words(words)
+    path = ensure_upstream(WORDS_ALPHA, cache_dir)
+    return _read_word_file(str(path), path.stat().st_mtime_ns)
+
+
+def spelling_text(source: str, cache_dir: CacheDir) -> SpellingText:
+    """The wording of a source: ORIG's (read from its downloaded task file) or nanobench's own."""
+    if check_source(source) == "shipped":
+        return nanobench_text()
+    path = ensure_upstream(SPELLINGBEE_SOURCE, cache_dir)
+    return _read_orig_text(str(path), path.stat().st_mtime_ns)
+
+
 def example_rng(index: int, split: str) -> random.Random:
     """The generator of example ``index``: seed i (train) or -(i+1) (test)."""
     if split not in ("train", "test"):
@@ -76,40 +86,54 @@ def example_rng(index: int, split: str) -> random.Random:
     return random.Random(index if split == "train" else -(index + 1))
 
 
-def spelling_bee_answer(word: str, letter: str) -> list[dict[str, str]]:
-    """The assistant parts: manual count, a python check, the final ``#### n``."""
+def spelling_bee_answer(word: str, letter: str, text: SpellingText | None = None) -> list[dict[str, str]]:
+    """The assistant parts: manual count, a lead-in, the python check, its output, the final ``#### n``."""
+    pieces = (text or nanobench_text()).pieces
     count = word.count(letter)
-    lines, hits = [], 0
-    for pos, ch in enumerate(word, start=1):
-        if ch == letter:
-            hits += 1
-            lines.append(f"{pos}:{ch} <- match, {hits} so far")
+    manual = pieces["intro"].format(letter=letter, word=word, word_letters=",".join(word))
+    running_count = 0
+    for i, char in enumerate(word, start=1):
+        if char == letter:
+            running_count += 1
+            manual += pieces["hit_line"].format(i=i, char=char, running_count=running_count)
         else:
-            lines.append(f"{pos}:{ch}")
-    manual = (
-        f"I need to count the letter '{letter}' in the word '{word}'. First, by hand.\n\n"
-        f"Spelled out: {word}:{','.join(word)}\n\n"
-        f"Going through it position by position:\n" + "\n".join(lines) + "\n\n"
-        f"By hand I count {count}. Let me check that with Python:\n\n"
-    )
+            manual += pieces["plain_line"].format(i=i, char=char)
+    manual += pieces["manual_end"].format(running_count=running_count)
     return [
         {"type": "text", "text": manual},
-        {"type": "python", "text": f"'{word}'.count('{letter}')"},
+        {"type": "text", "text": pieces["check"].format()},
+        {"type": "python", "text": pieces["python"].format(word=word, letter=letter)},
         {"type": "python_output", "text": str(count)},
-        {"type": "text", "text": f"\n\nPython agrees: {count}.\n\n#### {count}"},
+        {"type": "text", "text": pieces["final"].format(count=count)},
     ]
 
 
 class SpellingBee(Task):
-    """How many times does a letter occur in a word (generative, scored by the ``####`` number)."""
+    """How many times does a letter occur in a word (generative, scored by the ``####`` answer)."""
 
     name = "SpellingBee"
     eval_type = "generative"
 
-    def __init__(self, size: int = 1000, split: str = "train", *, words: str = "web2", **slice_kwargs: int | None) -> None:
+    def __init__(
+        self,
+        size: int = 1000,
+        split: str = "train",
+        *,
+        source: str = "shipped",
+        cache_dir: CacheDir = None,
+        words: str = "web2",
+        **slice_kwargs: int | None,
+    ) -> None:
         super().__init__(**slice_kwargs)
         example_rng(0, split)  # validates split
-        self.size, self.split, self.words = size, split, load_words(words)
+        self.size, self.split, self.source = size, split, check_source(source)
+        self.words = task_words(source, cache_dir, words)
+        self.text = spelling_text(source, cache_dir)
+        self.provenance = (
+            f"words: {WORDS_ALPHA.what}; wording: ORIG's, read from {SPELLINGBEE_SOURCE.what}"
+            if source == "download"
+            else f"words: shipped {words} list; wording: nanobench's own templates (offline stand-in, not ORIG's)"
+        )
 
     def num_rows(self) -> int:
         return self.size
@@ -118,16 +142,17 @@ class SpellingBee(Task):
         rng = example_rng(index, self.split)
         word = rng.choice(self.words)
         letter = rng.choice(word) if rng.random() < 0.9 else rng.choice(string.ascii_lowercase)
-        quote = rng.choice(QUOTES)
-        question = rng.choice(QUESTION_TEMPLATES).format(word=f"{quote}{word}{quote}", letter=f"{quote}{letter}{quote}")
+        template = rng.choice(self.text.user_templates)
         if rng.random() < 0.3:
-            question = question.lower()
+            template = template.lower()
+        letter_quote, word_quote = rng.choice(QUOTES), rng.choice(QUOTES)
+        question = template.format(letter=f"{letter_quote}{letter}{letter_quote}", word=f"{word_quote}{word}{word_quote}")
         if rng.random() < 0.5:
             question += "?"
         return {
             "messages": [
                 {"role": "user", "content": question},
-                {"role": "assistant", "content": spelling_bee_answer(word, letter)},
+                {"role": "assistant", "content": spelling_bee_answer(word, letter, self.text)},
             ]
         }
 
@@ -144,11 +169,20 @@ class SimpleSpelling(Task):
     name = "SimpleSpelling"
     eval_type = "generative"
 
-    def __init__(self, size: int = 1000, split: str = "train", *, words: str = "web2", **slice_kwargs: int | None) -> None:
+    def __init__(
+        self,
+        size: int = 1000,
+        split: str = "train",
+        *,
+        source: str = "shipped",
+        cache_dir: CacheDir = None,
+        words: str = "web2",
+        **slice_kwargs: int | None,
+    ) -> None:
         super().__init__(**slice_kwargs)
         example_rng(0, split)
-        self.size, self.split = size, split
-        shuffled = list(load_words(words))
+        self.size, self.split, self.source = size, split, check_source(source)
+        shuffled = list(task_words(source, cache_dir, words))
         random.Random(42).shuffle(shuffled)
         self.words = shuffled
 

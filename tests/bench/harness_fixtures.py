@@ -172,11 +172,49 @@ def make_run_dir(root: Path, result: dict[str, Any] | None = None) -> Path:
     (run / "logs").mkdir(parents=True)
     (run / "phases" / "base_eval").mkdir(parents=True)
     (run / "artifacts" / "checkpoints" / "base").mkdir(parents=True)
-    (run / "result.json").write_text(json.dumps(result or synthetic_result(), indent=2) + "\n")
-    (run / "events.jsonl").write_text(':::MLLOG {"namespace": "", "time_ms": 1, "event_type": "POINT_IN_TIME", '
-                                      '"key": "run_start", "value": null, "metadata": {}}\n')
-    (run / "power.csv").write_text("unix_time,t_s,phase\n1.0,0.0,pretrain\n")
+    result = result or synthetic_result()
+    (run / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    events, power = _timeline(result)
+    (run / "events.jsonl").write_text(events)
+    (run / "power.csv").write_text(power)
     (run / "logs" / "pretrain.log").write_text("step 1 loss 10.9\n")
-    (run / "phases" / "base_eval" / "core.csv").write_text("task,score\nhellaswag,0.26\n")
+    (run / "phases" / "base_eval" / "core.csv").write_text(_core_csv(result))
     (run / "artifacts" / "checkpoints" / "base" / "model_000010.pt").write_bytes(b"\x00weights")
     return run
+
+
+def _timeline(result: dict[str, Any], t0: float = 1_795_000_000.0) -> tuple[str, str]:
+    """events.jsonl and power.csv text whose phase timestamps agree with the result's phase seconds."""
+
+    def event(t: float, event_type: str, key: str, value: Any, **meta: Any) -> str:
+        return ":::MLLOG " + json.dumps({"namespace": "nanobench", "time_ms": int(round(t * 1000)), "event_type": event_type,
+                                         "key": key, "value": value, "metadata": meta}) + "\n"
+
+    lines = [event(t0, "INTERVAL_START", "run_start", result.get("preset"))]
+    rows = ["unix_time,t_s,phase"]
+    t = t0 + 1.0
+    for phase in result.get("phases") or []:
+        if not isinstance(phase, dict) or not isinstance(phase.get("seconds"), (int, float)):
+            continue
+        wall = phase["seconds"] - phase.get("carried_seconds", 0.0) - phase.get("background_wait_seconds", 0.0)
+        lines.append(event(t, "INTERVAL_START", "phase_start", phase.get("name")))
+        lines.append(event(t + wall, "INTERVAL_END", "phase_stop", phase.get("name"), seconds=phase["seconds"], ok=True))
+        rows += [f"{t:.3f},{t - t0:.3f},{phase.get('name')}", f"{t + wall:.3f},{t + wall - t0:.3f},{phase.get('name')}"]
+        t += wall + 0.01
+    lines.append(event(t + 1.0, "INTERVAL_END", "run_stop", result.get("preset")))
+    return "".join(lines), "\n".join(rows) + "\n"
+
+
+def _core_csv(result: dict[str, Any]) -> str:
+    """Per-task CORE rows whose centered mean is the result's CORE score (bench.evidence recomputes it)."""
+    core = (result.get("metrics") or {}).get("core")
+    score = core.get("score") if isinstance(core, dict) else None
+    lines = ["Task,Accuracy,Centered,N"]
+    if isinstance(score, (int, float)):
+        tasks = {k: v for k, v in (core.get("tasks") or {}).items() if isinstance(v, (int, float))}
+        values = list(tasks.values())
+        balance = score * (len(values) + 1) - sum(values)  # one more task makes the mean come out at the score
+        for name, value in [*tasks.items(), ("other", balance)]:
+            lines.append(f"{name},0.000000,{value:.9f},100")
+        lines.append(f"CORE,,{score:.9f},{100 * (len(values) + 1)}")
+    return "\n".join(lines) + "\n"

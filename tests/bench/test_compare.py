@@ -52,8 +52,11 @@ def test_json_ratios_against_the_first(runs):
     assert minutes["ratios"][2] == pytest.approx((30 + 7200 + 240) / (30 + 3600 + 240))
     assert _row(data["rows"], "pretrain cost")["ratios"][1] == pytest.approx(2.0)
     assert _row(data["rows"], "pretrain time")["values"][0] == pytest.approx(60.0)
-    energy = _row(data["rows"], "energy (counted)")
-    assert energy["values"] == [None, None, None] and energy["ratios"] == [None, None, None]
+    # no input recorded energy: no all-n/a row, the metric is listed as not recorded instead
+    assert not [r for r in data["rows"] if r["metric"] == "energy (counted)"]
+    assert "energy (counted)" in data["not_recorded"] and "pretrain energy" in data["not_recorded"]
+    assert all(any(v is not None for v in r["values"]) for r in data["rows"])
+    assert [e["hardware"] for e in data["entries"]][0] == "8 x NVIDIA H100 80GB HBM3"
     # different CORE labels: separate rows, no ratio across them
     assert _row(data["rows"], "CORE")["values"][1] is None
     assert _row(data["rows"], "CORE-offline-18")["values"] == [None, 0.22, None]
@@ -69,7 +72,8 @@ def test_csv_parses_with_ratio_columns(runs):
     assert float(cost["run-b"]) == pytest.approx(2 * float(cost["run-a"]))
     assert float(cost["run-b ratio"]) == pytest.approx(2.0)
     phase_metrics = [r["metric"] for r in rows if r["metric"].startswith("pretrain")]
-    assert phase_metrics == ["pretrain time", "pretrain energy", "pretrain cost"]
+    assert phase_metrics == ["pretrain time", "pretrain cost"]  # pretrain energy: recorded by neither
+    assert rows[0]["metric"] == "hardware" and rows[0]["run-a"] == "8 x NVIDIA H100 80GB HBM3"
 
 
 def test_table_and_markdown_mark_forecasts(runs):
@@ -130,3 +134,28 @@ def test_malformed_fields_show_as_missing(tmp_path):
     weird = _write(tmp_path, "w", {"run_id": "w", "triple": "oops", "phases": [1, {"name": "pretrain", "seconds": "x"}], "metrics": None})
     rows = comparison_rows([load_entry(str(a)), load_entry(str(weird))])
     assert all(r.values[1] is None and r.ratios[1] is None for r in rows)
+
+
+def test_ratios_in_words_marked_better_or_worse(tmp_path):
+    base = _write(tmp_path, "base", make_result("run-base", rate=10.0, pretrain_s=3600.0, energy=False))
+    # faster hardware at a lower total cost: 2.3x faster, cheaper
+    quick = _write(tmp_path, "quick", make_result("run-quick", rate=10.0, pretrain_s=1412.0, energy=False, gpus=1,
+                                                     gpu_name="NVIDIA B200", machine_id="1xNVIDIA-B200"))
+    markdown = compare([str(base), str(quick)], fmt="markdown")
+    lines = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
+    assert "8 x NVIDIA H100 80GB HBM3" in lines["hardware"] and "1 x NVIDIA B200" in lines["hardware"]
+    minutes_base = (30 + 3600 + 240) / 60
+    minutes_quick = (30 + 1412 + 240) / 60
+    assert f"{minutes_base / minutes_quick:.2f}x faster (better)" in lines["time"]
+    assert f"{minutes_quick / minutes_base:.2f}x the cost (better)" in lines["cost"]
+    assert "1 h 04 min" in lines["time"]  # human-readable minutes
+    assert "$10.75" in lines["cost"] and "$4.67" in lines["cost"]  # dollars, two decimals
+    assert "40.0%" in lines["MFU"] and "1,000,000" in lines["throughput"]
+    assert "same" in lines["CORE"]
+    slow = compare([str(quick), str(base)], fmt="markdown")
+    time_line = next(line for line in slow.splitlines() if line.startswith("| time "))
+    assert f"{minutes_base / minutes_quick:.2f}x slower (worse)" in time_line
+    assert "n/a" not in next(line for line in slow.splitlines() if line.startswith("| cost "))
+    assert "Not recorded by any input: energy (counted)" in slow
+    table = compare([str(base), str(quick)], fmt="table")
+    assert "faster (better)" in table and "hardware" in table and "not recorded by any input" in table

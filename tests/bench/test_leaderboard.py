@@ -108,9 +108,9 @@ def build_fixture_submissions(root: Path) -> Path:
         label = XSS_LABEL if run_id == "run-mid" else None
         notes = XSS_NOTES if run_id == "run-mid" else None
         submit_bundle(make_bundle(work, make_result(run_id, **kwargs), key_dir), subs, label=label, notes=notes,
-                      availability="rentable" if run_id == "run-mid" else None)
+                      availability="rentable" if run_id == "run-mid" else None, pins=False)
     # tampered: submitted fine, then its result.json edited (cheaper than every honest run)
-    tampered = submit_bundle(make_bundle(work, make_result("run-tampered", rate=10.0, pretrain_s=3000.0), key_dir), subs)
+    tampered = submit_bundle(make_bundle(work, make_result("run-tampered", rate=10.0, pretrain_s=3000.0), key_dir), subs, pins=False)
     data = json.loads((tampered / "result.json").read_text())
     data["triple"]["usd"] = 0.01
     (tampered / "result.json").write_text(json.dumps(data))
@@ -121,7 +121,7 @@ def build_fixture_submissions(root: Path) -> Path:
     # malformed 2: signed, verifies, but a field has the wrong type
     bad_type = make_result("run-badtype", rate=1.0, pretrain_s=100.0)
     bad_type["triple"]["core_label"] = 18
-    submit_bundle(make_bundle(work, bad_type, key_dir), subs)
+    submit_bundle(make_bundle(work, bad_type, key_dir), subs, pins=False)
     # malformed 3: signed bundle with an unknown schema_version, filed by hand
     future = make_bundle(work, make_result("run-future", rate=1.0, pretrain_s=100.0, schema_version=99), key_dir)
     shutil.copytree(future, subs / "speedrun" / "run-future", ignore=shutil.ignore_patterns("artifacts"))
@@ -177,7 +177,7 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("lb")
     subs = build_fixture_submissions(root)
     pins = {"spec_version": "1", "code_sha256": "a" * 64}
-    report = build_site(subs, root / "site", pins=pins)
+    report = build_site(subs, root / "site", pins=pins, rank_rules=False)
     return root / "site", report, subs
 
 
@@ -245,18 +245,18 @@ def test_row_contents_labels_energy_and_badges(site):
 def test_pins_mismatch_and_not_checked(tmp_path, monkeypatch):
     subs = tmp_path / "submissions"
     key_dir = tmp_path / "keys"
-    submit_bundle(make_bundle(tmp_path / "w", make_result("r1", rate=2.0, pretrain_s=60.0), key_dir), subs)
+    submit_bundle(make_bundle(tmp_path / "w", make_result("r1", rate=2.0, pretrain_s=60.0), key_dir), subs, pins=False)
     # Without a pins file the build uses the pins nanobench ships for the preset: the fixture's made-up
     # workload hashes do not match the real speedrun pins.
-    shipped = build_site(subs, tmp_path / "site0")
+    shipped = build_site(subs, tmp_path / "site0", rank_rules=False)
     assert shipped.boards[0].rows[0].pins == "mismatch"
     import bench.workload_identity as identity
 
     monkeypatch.setattr(identity, "PINS_DIR", tmp_path / "no-pins")  # a preset nanobench ships no pins for
-    unpinned = build_site(subs, tmp_path / "site1")
+    unpinned = build_site(subs, tmp_path / "site1", rank_rules=False)
     assert unpinned.boards[0].rows[0].pins == "not checked"
     assert "spec not checked" in (tmp_path / "site1" / "index.html").read_text()
-    mismatched = build_site(subs, tmp_path / "site2", pins={"code_sha256": "0" * 64})
+    mismatched = build_site(subs, tmp_path / "site2", pins={"code_sha256": "0" * 64}, rank_rules=False)
     row = mismatched.boards[0].rows[0]
     assert row.pins == "mismatch" and "code_sha256" in row.pins_detail
     assert "spec differs" in (tmp_path / "site2" / "index.html").read_text()
@@ -283,8 +283,8 @@ def test_submission_page_has_report_chart_system_and_raw_files(site):
     svg = (page_dir / "phases.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     for rel in ("result.json", "manifest.json", "manifest.sig", "report.md", "logs/pretrain.log", "submission.json"):
-        assert (page_dir / "files" / rel).is_file(), rel
-        assert f'href="files/{rel}"' in page
+        assert (page_dir / "files" / safe_file_name(rel)).is_file(), rel  # manifest.sig is served as manifest.sig.txt
+        assert f'href="files/{safe_file_name(rel)}"' in page
     assert not (page_dir / "files" / "artifacts").exists()
     pareto = (out / "plots" / "pareto-speedrun.svg").read_text()
     assert "<svg" in pareto
@@ -313,24 +313,31 @@ def test_build_refuses_foreign_out_dir_and_replaces_its_own(tmp_path):
     foreign.mkdir()
     (foreign / "precious.txt").write_text("keep me")
     with pytest.raises(SiteError):
-        build_site(subs, foreign)
+        build_site(subs, foreign, rank_rules=False)
     assert (foreign / "precious.txt").read_text() == "keep me"
     out = tmp_path / "site"
-    build_site(subs, out)
+    build_site(subs, out, rank_rules=False)
     (out / "stale.html").write_text("old")
-    report = build_site(subs, out)
+    report = build_site(subs, out, rank_rules=False)
     assert report.rows == 0 and not (out / "stale.html").exists()
     assert "No verified submissions yet" in (out / "index.html").read_text()
     assert json.loads((out / "leaderboard.json").read_text())["boards"] == []
 
 
 def test_cli_build(tmp_path, capsys):
+    """The CLI applies every ranking rule: a real, complete, registered bundle ranks; a broken one is excluded."""
+    from tests.bench.real_bundle import file_by_hand, load_result, real_bundle, register_key
+
     subs = tmp_path / "submissions"
     key_dir = tmp_path / "keys"
-    submit_bundle(make_bundle(tmp_path / "w", make_result("cli-run", rate=2.0, pretrain_s=60.0), key_dir), subs)
-    (subs / "speedrun" / "broken").mkdir()
+    run = real_bundle(tmp_path / "w", key_dir, run_id="cli-run", rate=2.0)
+    file_by_hand(run, subs)
+    register_key(subs, key_dir)
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps(load_result(run)["workload"]))
+    (subs / "smoke" / "broken").mkdir()
     out = tmp_path / "site"
-    assert main(["leaderboard", "build", "--submissions", str(subs), "--out", str(out)]) == 0
+    assert main(["leaderboard", "build", "--submissions", str(subs), "--out", str(out), "--pins", str(pins)]) == 0
     captured = capsys.readouterr()
-    assert "1 submission(s)" in captured.out and "excluded speedrun/broken" in captured.err
+    assert "1 submission(s)" in captured.out and "excluded smoke/broken" in captured.err
     assert (out / "index.html").is_file() and (out / "leaderboard.csv").is_file()

@@ -27,7 +27,7 @@ def test_stage_command_single_and_torchrun(tmp_path):
     assert "torch.distributed.run" in many and "--nproc_per_node=8" in many and "--standalone" in many
     with pytest.raises(ValueError, match="rdzv-endpoint"):
         Launch(nproc=8, nnodes=2).prefix()
-    nodes = Launch(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="10.0.0.1:29500").prefix()
+    nodes = Launch(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="10.0.0.1:29500", rdzv_id="job.pretrain").prefix()
     assert "--node_rank=1" in nodes and "--rdzv_endpoint=10.0.0.1:29500" in nodes
 
 

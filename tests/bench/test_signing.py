@@ -79,7 +79,18 @@ def test_world_readable_key_refused(key_dir):
         signing.load_or_create_key()
 
 
+def test_keys_show_never_creates_a_key(key_dir, capsys):
+    assert main(["keys", "show"]) == 1
+    err = capsys.readouterr().err
+    assert "no signing key yet" in err and "nanobench keys create" in err
+    assert not (key_dir / "signing_key.pem").exists() and not key_dir.exists()
+    assert main(["keys", "create"]) == 0
+    assert "(created now)" in capsys.readouterr().out
+    assert (key_dir / "signing_key.pem").exists()
+
+
 def test_keys_show_prints_public_never_private(key_dir, capsys):
+    signing.load_or_create_key()
     assert main(["keys", "show"]) == 0
     out = capsys.readouterr().out
     assert signing.public_key_hex() in out

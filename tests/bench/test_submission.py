@@ -44,7 +44,7 @@ def _bundle(tmp_path, name="a", result=None):
 def test_submit_files_a_verifying_copy_without_artifacts(tmp_path, key_dir):
     run = _bundle(tmp_path)
     subs = tmp_path / "submissions"
-    dest = submit_bundle(run, subs, label="8xH100 SXM (lambda)", availability="rentable", notes="first try")
+    dest = submit_bundle(run, subs, label="8xH100 SXM (lambda)", availability="rentable", notes="first try", pins=False)
     assert dest == subs / "speedrun" / RUN_ID
     assert (dest / "result.json").read_bytes() == (run / "result.json").read_bytes()
     assert (dest / "manifest.sig").is_file() and (dest / "logs" / "pretrain.log").is_file()
@@ -61,7 +61,7 @@ def test_submit_files_a_verifying_copy_without_artifacts(tmp_path, key_dir):
 def test_cli_submit(tmp_path, key_dir, capsys):
     run = _bundle(tmp_path)
     subs = tmp_path / "submissions"
-    assert main(["submit", str(run), "--submissions", str(subs), "--label", "1x test", "--availability", "owned"]) == 0
+    assert main(["submit", str(run), "--no-preset-pins", "--submissions", str(subs), "--label", "1x test", "--availability", "owned"]) == 0
     assert "submitted" in capsys.readouterr().out
     assert load_meta(subs / "speedrun" / RUN_ID)[0]["availability"] == "owned"
 
@@ -73,8 +73,8 @@ def test_tampered_bundle_is_refused(tmp_path, key_dir, capsys):
     (run / "result.json").write_text(json.dumps(result))
     subs = tmp_path / "submissions"
     with pytest.raises(SubmissionError, match=r"does not verify: FAIL \[manifest\]"):
-        submit_bundle(run, subs)
-    assert main(["submit", str(run), "--submissions", str(subs)]) == 1
+        submit_bundle(run, subs, pins=False)
+    assert main(["submit", str(run), "--no-preset-pins", "--submissions", str(subs)]) == 1
     assert "submission refused" in capsys.readouterr().err
     assert iter_submission_dirs(subs) == []
 
@@ -83,25 +83,26 @@ def test_unsigned_bundle_is_refused(tmp_path, key_dir):
     run = _bundle(tmp_path)
     (run / "manifest.sig").unlink()
     with pytest.raises(SubmissionError, match="not signed"):
-        submit_bundle(run, tmp_path / "submissions")
+        submit_bundle(run, tmp_path / "submissions", pins=False)
 
 
 def test_forecast_is_refused_even_when_signed(tmp_path, key_dir):
     run = _bundle(tmp_path, result=synthetic_result(kind="forecast"))
-    assert verify_bundle(run).ok  # signed and consistent, but still a forecast
+    report = verify_bundle(run)  # signed and consistent, but a forecast is not a result
+    assert not report.ok and "kind" in report.message
     with pytest.raises(SubmissionError, match="forecast"):
-        submit_bundle(run, tmp_path / "submissions")
+        submit_bundle(run, tmp_path / "submissions", pins=False)
     assert not (tmp_path / "submissions" / "speedrun").exists()
 
 
 def test_replayed_run_id_with_different_content_is_refused(tmp_path, key_dir):
     subs = tmp_path / "submissions"
-    first = submit_bundle(_bundle(tmp_path, "a"), subs, label="original")
+    first = submit_bundle(_bundle(tmp_path, "a"), subs, label="original", pins=False)
     original = (first / "result.json").read_bytes()
     other = synthetic_result()
     other["metrics"]["val_bpb"] = 0.5  # same run_id, different (validly signed) content
     with pytest.raises(SubmissionError, match="replayed"):
-        submit_bundle(_bundle(tmp_path, "b", other), subs)
+        submit_bundle(_bundle(tmp_path, "b", other), subs, pins=False)
     assert (first / "result.json").read_bytes() == original
     assert load_meta(first)[0]["label"] == "original"
 
@@ -109,32 +110,47 @@ def test_replayed_run_id_with_different_content_is_refused(tmp_path, key_dir):
 def test_identical_resubmission_only_updates_metadata(tmp_path, key_dir):
     subs = tmp_path / "submissions"
     run = _bundle(tmp_path)
-    dest = submit_bundle(run, subs, label="old label", notes="keep")
-    assert submit_bundle(run, subs, label="new label") == dest
+    dest = submit_bundle(run, subs, label="old label", notes="keep", pins=False)
+    # a second submit never silently overwrites the label: refused, the first label stays
+    with pytest.raises(SubmissionError, match="already filed with label 'old label'.*--replace-meta"):
+        submit_bundle(run, subs, label="new label", pins=False)
+    assert load_meta(dest)[0]["label"] == "old label"
+    assert submit_bundle(run, subs, label="old label", availability="owned", pins=False) == dest  # same label, new field: fine
+    assert submit_bundle(run, subs, label="new label", pins=False, replace_meta=True) == dest
     meta, _ = load_meta(dest)
-    assert meta["label"] == "new label" and meta["notes"] == "keep"
+    assert meta["label"] == "new label" and meta["notes"] == "keep" and meta["availability"] == "owned"
     assert verify_bundle(dest).ok
+
+
+def test_cli_second_submit_with_another_label_is_refused(tmp_path, key_dir, capsys):
+    subs = tmp_path / "submissions"
+    run = _bundle(tmp_path)
+    assert main(["submit", str(run), "--submissions", str(subs), "--label", "first", "--no-preset-pins"]) == 0
+    capsys.readouterr()
+    assert main(["submit", str(run), "--submissions", str(subs), "--label", "second", "--no-preset-pins"]) == 1
+    assert "--replace-meta" in capsys.readouterr().err
+    assert main(["submit", str(run), "--submissions", str(subs), "--label", "second", "--no-preset-pins", "--replace-meta"]) == 0
 
 
 @pytest.mark.parametrize("run_id", ["../escape", "a/b", ".hidden", ""])
 def test_unsafe_run_id_is_refused(tmp_path, key_dir, run_id):
     run = _bundle(tmp_path, result=synthetic_result(run_id=run_id))
     with pytest.raises(SubmissionError, match="run_id"):
-        submit_bundle(run, tmp_path / "submissions")
+        submit_bundle(run, tmp_path / "submissions", pins=False)
     assert not (tmp_path / "escape").exists()
 
 
 def test_bad_metadata_is_refused(tmp_path, key_dir):
     run = _bundle(tmp_path)
     with pytest.raises(SubmissionError, match="availability"):
-        submit_bundle(run, tmp_path / "submissions", availability="cheap")
+        submit_bundle(run, tmp_path / "submissions", availability="cheap", pins=False)
     with pytest.raises(SubmissionError, match="label"):
-        submit_bundle(run, tmp_path / "submissions", label="x" * 1000)
+        submit_bundle(run, tmp_path / "submissions", label="x" * 1000, pins=False)
 
 
 def test_resolve_ref_and_broken_metadata(tmp_path, key_dir):
     subs = tmp_path / "submissions"
-    dest = submit_bundle(_bundle(tmp_path), subs)
+    dest = submit_bundle(_bundle(tmp_path), subs, pins=False)
     assert resolve_ref(f"speedrun/{RUN_ID}", subs) == dest
     assert resolve_ref(str(dest), subs) == dest
     with pytest.raises(SubmissionError):

@@ -67,6 +67,14 @@ def test_machine_id_mixed_gpus():
     assert machine_id(gpus, {}) == "2xNVIDIA-A100-SXM4-80GB+1xNVIDIA-L4"
 
 
+def test_machine_slug_is_readable():
+    cpu = {"model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz", "logical_cores": 224}
+    assert machine_id({"count": 0, "devices": []}, cpu) == "cpu-Intel-Xeon-Platinum-8480-224c"
+    amd = {"model": "AMD EPYC 7763 64-Core Processor", "logical_cores": 2}
+    assert machine_id({"count": 0, "devices": []}, amd) == "cpu-AMD-EPYC-7763-2c"
+    assert machine_id({"count": 8, "devices": [{"name": "NVIDIA H100 80GB HBM3"}] * 8}, {}) == "8xNVIDIA-H100-80GB-HBM3"
+
+
 def test_source_outside_git(tmp_path):
     info = describe_system(nvml=False, source_root=tmp_path)
     assert info["source"] == {"git_commit": None, "git_dirty": None}
@@ -86,3 +94,35 @@ def test_source_git_commit_and_dirty(tmp_path):
     assert len(info["source"]["git_commit"]) == 40 and info["source"]["git_dirty"] is False
     (tmp_path / "a.py").write_text("x = 2\n")
     assert describe_system(nvml=False, source_root=tmp_path)["source"]["git_dirty"] is True
+
+
+def test_amd_gpus_from_amdsmi_when_nvml_has_none(monkeypatch, tmp_path):
+    try:
+        from tests.bench.fake_amdsmi import FakeAmdSmi
+    except ImportError:
+        from fake_amdsmi import FakeAmdSmi
+    rocm = tmp_path / "rocm"
+    (rocm / ".info").mkdir(parents=True)
+    (rocm / ".info" / "version").write_text("6.3.1-48\n")
+    monkeypatch.setenv("ROCM_PATH", str(rocm))
+    no_nvml = FakeNvml([1.0], ManualClock(), init_error="NVML Shared Library Not Found")
+    fake = FakeAmdSmi([700.0] * 8, ManualClock())
+    info = describe_system(nvml=no_nvml, amdsmi=fake)
+    gpus = info["gpus"]
+    assert info["machine_id"] == "8xAMD-Instinct-MI300X" and gpus["vendor"] == "amd"
+    dev = gpus["devices"][2]
+    assert dev["memory_bytes"] == 196592 * 2**20 and dev["power_limit_watts"] == 750.0
+    assert dev["arch"] == "gfx942" and dev["pci_bus_id"] == "0000:2c:00.0" and dev["energy_counter"] is True
+    assert gpus["driver_version"] == "6.10.5"
+    import sys as _sys
+    expected_rocm = getattr(getattr(_sys.modules.get("torch"), "version", None), "hip", None) or "6.3.1-48"
+    assert info["software"]["rocm"] == expected_rocm
+    assert info["gpu_topology"].splitlines()[1].split("\t")[1:4] == ["X", "XGMI", "XGMI"]
+    assert info["mlperf"]["accelerator_model_name"] == "AMD Instinct MI300X"
+    assert "gpus" not in info["unavailable"] and fake.initialised is False
+
+
+def test_no_gpu_library_at_all_names_both(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "amdsmi", None)
+    info = describe_system(nvml=FakeNvml([1.0], ManualClock(), init_error="Driver Not Loaded"))
+    assert "Driver Not Loaded" in info["unavailable"]["gpus"] and "amdsmi" in info["unavailable"]["gpus"]

@@ -56,9 +56,10 @@ def _rewrite_result(run, mutate) -> None:
 def test_valid_bundle_passes(bundle):
     report = verify.verify_bundle(bundle)
     assert report.ok, report.message
-    assert [c.name for c in report.checks] == ["manifest", "signature", "schema", "costs", "pins"]
+    assert [c.name for c in report.checks] == ["manifest", "signature", "schema", "costs", "pins", "evidence"]
     assert report.message.startswith("OK")
-    assert report.checks[-1].skipped
+    assert report.checks[-2].skipped  # no pins given
+    assert "state.json" in " ".join(report.evidence_missing)  # the synthetic bundle has no state.json: noted, not ranked
 
 
 def test_valid_bundle_passes_through_cli(bundle):
@@ -126,7 +127,7 @@ def test_extra_and_missing_files(bundle):
     assert "not listed" in verify.check_manifest(bundle).message
     os.remove(bundle / "logs" / "extra.log")
     os.remove(bundle / "power.csv")
-    assert "missing: power.csv" in verify.check_manifest(bundle).message
+    assert "missing: 'power.csv'" in verify.check_manifest(bundle).message
     assert verify.check_signature(bundle).ok  # each checker stands alone
 
 
@@ -181,7 +182,7 @@ def test_pins_toml(bundle, tmp_path):
 def test_json_output(bundle, capsys):
     assert main(["verify", str(bundle), "--json", "--no-preset-pins"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["ok"] is True and len(out["checks"]) == 5
+    assert out["ok"] is True and len(out["checks"]) == 6
 
 
 def test_trusted_keys_file(bundle, tmp_path, capsys):

@@ -18,7 +18,6 @@ from nanochat_core.calculator import evaluate
         ("10 / 4", "2.5"),
         ("6/3", "2.0"),
         ("-5 // 2", "-3"),
-        ("17 % 5", "2"),
         ("-(3 - 10)", "7"),
         ("0.5 + 0.25", "0.75"),
         ("'strawberry'.count('r')", "3"),
@@ -26,6 +25,33 @@ from nanochat_core.calculator import evaluate
     ],
 )
 def test_supported_expressions(expr: str, expected: str) -> None:
+    assert evaluate(expr) == expected
+
+
+# Issue 16 item 11: ORIG's accept/reject gate, case by case (ORIG's result in the comment).
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("10%3", None),  # '%' is outside ORIG's arithmetic characters
+        ("17 % 5", None),
+        ("'profile'.count('f')", None),  # contains the blocked word "file"
+        ("'directory'.count('r')", None),  # contains "dir"
+        ("'Dir'.count('D')", None),  # blocked words are matched case-insensitively
+        ("'input'.count('i')", None),
+        ("'vars'.count('a')", None),
+        ("'a-b'.count('-')", None),  # '-' is outside ORIG's string characters
+        ("'what?'.count('?')", None),
+        ("'abc'.upper().count('A')", "1"),  # ORIG accepts method chains ending in .count(
+        ("'Mississippi'.lower().count('s')", "4"),
+        ("'a b a'.split().count('a')", "2"),
+        ("str('banana').count('a')", "3"),
+        ("'a,b,c'.count(',')", "4"),  # commas are removed first, leaving 'abc'.count('') == 4, as in ORIG
+        ("'abc'.count('a', 1)", None),  # the removed comma leaves a syntax error, as in ORIG
+        ("-5 // 2", "-3"),
+        (" 2 + 3", "5"),
+    ],
+)
+def test_orig_accept_reject_rules(expr: str, expected: str | None) -> None:
     assert evaluate(expr) == expected
 
 

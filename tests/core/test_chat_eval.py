@@ -206,6 +206,7 @@ def test_stage_categorical_subset(tok, tmp_path):
     rt = Runtime(device=torch.device("cpu"), artifacts_dir=artifacts, cache_dir=tmp_path / "cache", observer=observer)
     out = chat_eval.run(cfg, rt)
     assert out["chatcore"] is None and "GSM8K" in out["chatcore_reason"]
+    assert out["code_sandbox"] is None  # no HumanEval, no model-written code run
     assert set(out["chatcore_tasks"]) == {"ARC-Easy", "MMLU"} and out["examples"] == 10 and out["source"] == "sft"
     phase = tmp_path / "run" / "phases" / "chat_eval"
     data = json.loads((phase / "chat_eval.json").read_text())
@@ -230,6 +231,9 @@ def test_stage_all_six_tasks_with_real_engine(tok, tmp_path):
     assert out["chatcore_reason"] is None and isinstance(out["chatcore"], float)
     assert set(out["chatcore_tasks"]) == set(CHATCORE_TASKS) and out["examples"] == 12
     assert -1.0 / 3.0 <= out["chatcore"] <= 1.0
+    from nanochat_core import sandbox
+
+    assert out["code_sandbox"] == sandbox.available_mechanism()  # issue 15: the result names the sandbox that ran
 
 
 WORKER = r'''

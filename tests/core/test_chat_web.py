@@ -28,7 +28,7 @@ from nanochat_core.engine import Engine
 def url():
     model, tok = tiny_chat_model()
     pool = WorkerPool([Worker(0, Engine(model, tok), "cpu")])
-    with ServerThread(create_app(pool, seed=0)) as base:
+    with ServerThread(create_app(pool, seed=0, per_client=4)) as base:  # the test clients share one address
         yield base
 
 

@@ -202,6 +202,38 @@ def test_fewshot_rows_in_prompt_and_capped(tok):
     assert sorted(text.count(f"item {i} ") for i in range(1, 6)) == [1] * 5
 
 
+def test_fewshot_drawn_from_all_rows_when_max_per_task_is_small(tok, offline):
+    """Issue 16 item 12: 10-shot tasks keep 10 shots at max_per_task 8 (drawn over all rows, nanochat's
+    full-run draw); where nanochat's own draw is possible (enough evaluated rows) it is kept."""
+    task = next(t for t in offline if t.num_fewshot == 10 and t.icl_task_type == "multiple_choice")
+    all_rows = load_task_rows(task)
+    rows = all_rows[:8]
+    assert core.fewshot_pool(task, rows, all_rows) is all_rows
+    ex = build_example(task, rows, 3, tok, all_rows=all_rows)
+    picks = random.Random(1234 + 3).sample([i for i in range(len(all_rows)) if i != 3], 10)
+    expected = render_mc_prompts(rows[3], task.continuation_delimiter, [all_rows[i] for i in picks])
+    assert [list(r) for r in ex.rows] == tok.encode(expected, prepend=tok.bos_token_id)
+    assert core.fewshot_pool(task, all_rows[:11], all_rows) == all_rows[:11]  # 10 others: nanochat's draw
+    model = perturbed_model(tok.vocab_size, depth=1)
+    result = evaluate_core(model, tok, [task], device="cpu", max_per_task=8, batch_size=8)
+    r = result["tasks"][task.label]
+    assert (r["fewshot_used"], r["fewshot_from"], r["n"]) == (10, "all rows", 8)
+    assert result["cropped_examples"] == 0 and r["cropped_examples"] == 0
+
+
+def test_cropped_prompts_are_counted_in_the_result(tok, offline):
+    task = next(t for t in offline if t.label == "copa")
+    model = perturbed_model(tok.vocab_size, depth=1)
+    full = build_example(task, load_task_rows(task)[:3], 0, tok)
+    assert not full.cropped
+    limit = max(len(r) for r in full.rows) - 2
+    assert build_example(task, load_task_rows(task)[:3], 0, tok, max_seq_len=limit).cropped
+    result = evaluate_core(model, tok, [task], device="cpu", max_per_task=3, max_seq_len=limit)
+    assert 1 <= result["tasks"]["copa"]["cropped_examples"] <= 3
+    assert result["cropped_examples"] == result["tasks"]["copa"]["cropped_examples"]
+    assert result["max_seq_len"] == limit
+
+
 # ---- oracle scoring --------------------------------------------------------------------------------
 class LookupModel(torch.nn.Module):
     """Fake LM: after any prefix of a 'preferred' token sequence it puts a large logit on that
@@ -226,11 +258,12 @@ class LookupModel(torch.nn.Module):
         return logits
 
 
-def preferred_sequences(task: CoreTask, rows: list[dict], tok, choose) -> list[list[int]]:
+def preferred_sequences(task: CoreTask, rows: list[dict], tok, choose, all_rows=None) -> list[list[int]]:
     """Token sequences of the prompt the fake model should prefer (`choose(item)` picks the option)."""
     seqs = []
+    pool = core.fewshot_pool(task, rows, all_rows)
     for idx, item in enumerate(rows):
-        shots = [rows[i] for i in sample_fewshot(len(rows), idx, core.fewshot_count(task, len(rows)))]
+        shots = [pool[i] for i in sample_fewshot(len(pool), idx, core.fewshot_count(task, len(pool)))]
         d = task.continuation_delimiter
         if task.icl_task_type == "multiple_choice":
             prompt = render_mc_prompts(item, d, shots)[choose(item)]
@@ -265,6 +298,7 @@ def test_model_preferring_choice_zero_scores_fraction_of_gold_zero(label, tok, o
     rows = load_task_rows(task)[:12]
     model = LookupModel(preferred_sequences(task, rows, tok, lambda item: 0), tok.vocab_size)
     result = evaluate_core(model, tok, [task], device="cpu", max_per_task=12, batch_size=4, share_prefix=False)
+    assert result["tasks"][label]["fewshot_from"] == "evaluated rows"  # 11 others >= num_fewshot
     frac = sum(1 for r in rows if r["gold"] == 0) / len(rows)
     assert 0 < frac < 1
     assert result["tasks"][label]["accuracy"] == pytest.approx(frac, abs=1e-7)
@@ -276,7 +310,8 @@ def test_oracle_core_is_one_and_aggregate_is_mean_of_centered(tok, offline):
     tasks = [t for t in offline if t.label in ("copa", "winograd", "lambada_openai")]
     seqs = []
     for task in tasks:
-        seqs += preferred_sequences(task, load_task_rows(task)[:5], tok, lambda item: item["gold"])
+        all_rows = load_task_rows(task)
+        seqs += preferred_sequences(task, all_rows[:5], tok, lambda item: item["gold"], all_rows)
     oracle = LookupModel(seqs, tok.vocab_size)
     result = evaluate_core(oracle, tok, tasks, device="cpu", max_per_task=5, share_prefix=False)
     assert result["core"] == 1.0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nanochat_core.dataloader import (
-    TokenLoader, batch_fingerprint, enumerate_row_groups, read_texts, row_hash, val_windows,
+    TokenLoader, batch_fingerprint, enumerate_row_groups, flatten_with_bos, read_texts, row_hash, val_windows,
 )
 from nanochat_core.dataset import parquet_bytes
 from nanochat_core.tokenizer import Tokenizer
@@ -43,8 +43,9 @@ def files(tmp_path_factory) -> list[str]:
     return paths
 
 
-def _loader(files, tok, *, B: int, W: int = 1, rank: int = 0, rows: int = ROWS) -> TokenLoader:
-    return TokenLoader(files, tok, seq_len=SEQ, rows_per_step=rows, device_batch_size=B, rank=rank, world_size=W)
+def _loader(files, tok, *, B: int, W: int = 1, rank: int = 0, rows: int = ROWS, threads: int = 1) -> TokenLoader:
+    return TokenLoader(files, tok, seq_len=SEQ, rows_per_step=rows, device_batch_size=B, rank=rank, world_size=W,
+                       prefetch_threads=threads)
 
 
 def _global_batches(loaders: list[TokenLoader], steps: int) -> list[dict[int, tuple[list[int], int]]]:
@@ -166,3 +167,63 @@ def test_val_windows(files, tok):
     assert 5 < capped.shape[0] < 10**6
     with pytest.raises(ValueError, match="fewer than"):
         val_windows(files, tok, seq_len=10**7, num_rows=1)
+
+
+# ---- speed without changing a token: background row-group prefetch, early batches, no np.fromiter ----
+
+
+def _take(loader: TokenLoader, n: int, *, early: bool = False) -> list:
+    out = []
+    for _ in range(n):
+        x, y, h = loader.next()
+        out.append((x.tolist(), y.tolist(), h))
+        if early:
+            loader.prefetch()  # as the training loop does right after backward()
+    return out
+
+
+def test_prefetching_loader_gives_the_same_batches_as_inline_loading(files, tok):
+    n = 50  # several wrap-arounds of every stream (each has 2-3 row groups)
+    inline = _take(_loader(files, tok, B=2, W=2, rank=1, threads=0), n)
+    assert _take(_loader(files, tok, B=2, W=2, rank=1), n) == inline
+    assert _take(_loader(files, tok, B=2, W=2, rank=1, threads=2), n, early=True) == inline
+    fps = [batch_fingerprint([h for _, _, hs in inline[i : i + 2] for h in hs.values()]) for i in range(0, n, 2)]
+    early = _take(_loader(files, tok, B=2, W=2, rank=1), n, early=True)
+    assert fps == [batch_fingerprint([h for _, _, hs in early[i : i + 2] for h in hs.values()]) for i in range(0, n, 2)]
+
+
+def test_the_next_row_group_is_ready_before_the_stream_needs_it(files, tok):
+    loader = _loader(files, tok, B=8)
+    stream = loader.streams[0]
+    loader.next()
+    assert stream.cursor == 0 and stream._ahead[0] == 1
+    stream._ahead[1].result()  # the background load has finished (the model's compute would cover it)
+    before = stream.inline_loads
+    while stream.cursor == 0:
+        loader.next()
+    assert stream.inline_loads == before  # the new row group came from the prefetch, no inline load
+    inline = _loader(files, tok, B=8, threads=0)
+    while inline.streams[0].cursor == 0:
+        inline.next()
+    assert inline.streams[0].inline_loads == 2  # without prefetch both row groups loaded inline
+
+
+def test_state_after_an_early_batch_resumes_at_that_batch(files, tok):
+    straight = _take(_loader(files, tok, B=2, W=2, rank=1, threads=0), 9)
+    loader = _loader(files, tok, B=2, W=2, rank=1)
+    _take(loader, 5)
+    loader.prefetch()  # batch 5 is built but not yet taken: a checkpoint now must still begin at it
+    state = json.loads(json.dumps(loader.state()))
+    assert state["micro"] == 1
+    resumed = _loader(files, tok, B=2, W=2, rank=1)
+    resumed.restore(state)
+    assert _take(resumed, 4) == straight[5:]
+    assert _take(loader, 4) == straight[5:]  # and the loader that prefetched goes on unchanged
+
+
+def test_flatten_with_bos_equals_the_token_by_token_concatenation():
+    docs = [[5, 6, 7], [], [9], list(range(100, 400))]
+    expected = np.array([t for d in docs for t in [1, *d]], dtype=np.int32)
+    got = flatten_with_bos(docs, 1)
+    assert got.dtype == np.int32 and np.array_equal(got, expected)
+    assert flatten_with_bos([], 1).shape == (0,)

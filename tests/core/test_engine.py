@@ -121,12 +121,19 @@ def test_same_seed_same_samples_different_seed_differs(model: GPT, tok: Tokenize
     assert a[0] != c[0]
 
 
-def test_rows_sample_their_first_token_independently(model: GPT, tok: Tokenizer) -> None:
+def test_first_token_is_sampled_once_and_broadcast_to_every_row(model: GPT, tok: Tokenizer) -> None:
+    """ORIG: one multinomial draw from the batch-1 prefill logits, given to all rows; rows diverge after."""
     engine = Engine(model, tok)
     prompt = tok.encode("Numbers:", prepend="<|bos|>")
-    first_column, _ = next(engine.generate(prompt, num_samples=16, max_tokens=4, temperature=1.5))
-    assert len(first_column) == 16
-    assert len(set(first_column)) > 1  # ORIG broadcast one first token to every row
+    columns = [c for c, _ in engine.generate(prompt, num_samples=16, max_tokens=4, temperature=1.5, seed=7)]
+    assert len(columns[0]) == 16 and len(set(columns[0])) == 1
+    assert len(set(columns[1])) > 1  # the rows sample independently from the second token on
+    # the shared token is the generator's first draw at batch 1 (the same RNG consumption as ORIG)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt]))[:, -1, :]
+    expected = torch.multinomial(torch.softmax(logits / 1.5, dim=-1), num_samples=1, generator=gen)
+    assert columns[0][0] == int(expected)
 
 
 def test_sampling_does_not_touch_global_rng(model: GPT, tok: Tokenizer) -> None:

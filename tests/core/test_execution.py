@@ -196,13 +196,27 @@ def test_stdin_is_empty() -> None:
     assert not result.success and result.error.startswith("EOFError")
 
 
-def test_exit_builtins_removed_and_globals_fresh() -> None:
+def test_exit_builtins_removed_and_globals_fresh_with_origs_name_semantics() -> None:
+    # ORIG execs programs with empty globals: __name__ falls through to the builtins module's name.
     result = run("""
         import builtins
         print(hasattr(builtins, "exit"), hasattr(builtins, "quit"), __name__, sorted(k for k in globals() if k != "builtins"))
     """)
     assert result.success
-    assert result.stdout.strip() == "False False __main__ ['__builtins__', '__name__']"
+    assert result.stdout.strip() == "False False builtins ['__builtins__']"
+
+
+def test_main_block_is_not_run() -> None:
+    result = run("""
+        def f():
+            return 1
+        if __name__ == "__main__":
+            raise SystemExit("the __main__ block ran")
+        assert f() == 1
+        print("tests done")
+    """)
+    assert result.success, result.error
+    assert result.stdout == "tests done\n"
 
 
 def test_tricky_quoting_is_run_verbatim() -> None:

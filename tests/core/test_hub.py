@@ -110,3 +110,11 @@ def test_hub_row_formats_mmlu_aux_and_arc(hub, tmp_path):
     conv = task.get_example(0)
     assert conv["letters"] == ["1", "2", "3"] and conv["messages"][1]["content"] == "2"
     assert "- q=2" in conv["messages"][0]["content"]
+    # issue 16 item 14: download presets evaluate the hub's ARC rows (labels as published), and say so
+    publish(srv, root, "allenai/ai2_arc", "ARC-Easy", "test", [arc])
+    from nanochat_core.tasks import eval_task, task_provenance
+
+    hub_arc = eval_task("ARC-Easy", source="download", cache_dir=cache, endpoint=srv.base_url)
+    assert hub_arc.num_examples() == 5 and hub_arc.get_example(0)["letters"] == ["1", "2", "3"]
+    assert task_provenance(hub_arc).startswith("Hugging Face allenai/ai2_arc ARC-Easy/test")
+    assert "A-D by position" in task_provenance(eval_task("ARC-Easy", source="shipped", stop=2))

@@ -42,7 +42,7 @@ def test_mid_train_runs_emits_events_and_checkpoints(base, tmp_path):
     assert result["steps"] == 4 and result["grad_accum"] == 2
     assert torch.isfinite(torch.tensor(result["final_loss"])) and 0 < result["val_bpb"] < 20
     assert len(obs.of(STEP)) == 4 and obs.of(PROGRESS)
-    assert [e["metadata"]["step"] for e in obs.of(EVAL)] == [2, 4]
+    assert [e["metadata"]["step"] for e in obs.of(EVAL)] == [0, 2, 4]  # ORIG evaluates at step 0 too
     out = ckpt.checkpoint_dir(artifacts, "mid")
     meta = ckpt.load_meta(out)
     assert meta["step"] == 4 and meta["source"] == "base"
@@ -85,3 +85,14 @@ def test_val_windows_are_deterministic(base):
 def test_disabled_stage_is_skipped(tmp_path):
     result = mid_train.run(mid_cfg(enabled=False), runtime(tmp_path / "none", tmp_path / "cache"))
     assert result == {"skipped": True}
+
+
+def test_training_time_leaves_out_the_first_ten_steps(base, tmp_path):
+    """ORIG's mid_train adds dt to total_training_time only after its first 10 steps."""
+    artifacts = fresh_artifacts(base[0], tmp_path / "a")
+    obs = ListObserver()
+    result = mid_train.run(mid_cfg(num_iterations=12, eval_every=-1), runtime(artifacts, base[1], observer=obs))
+    dts = [e["metadata"]["dt"] for e in obs.of(STEP)]
+    assert len(dts) == 12 and result["timed_steps"] == 2
+    assert result["total_training_time"] == pytest.approx(sum(dts[10:]), rel=1e-9)
+    assert result["tok_per_s"] == pytest.approx(2 * result["tokens"] / 12 / sum(dts[10:]), rel=1e-9)

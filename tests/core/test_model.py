@@ -204,3 +204,36 @@ def test_backward_reaches_every_parameter():
     model(idx, idx).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_softcap_is_applied_in_the_autocast_dtype_then_cast():
+    """ORIG: tanh on the bf16 lm_head output under autocast, then fp32; the loss sees the same logits."""
+    model = perturbed(small_config(), scale=1.0)
+    idx = torch.randint(0, 97, (2, 32), generator=torch.Generator().manual_seed(2))
+    captured = []
+    handle = model.lm_head.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(idx)
+        loss = model(idx, idx, loss_reduction="none")
+    handle.remove()
+    raw = captured[0]
+    assert raw.dtype == torch.bfloat16 and logits.dtype == torch.float32
+    expected = (SOFTCAP * torch.tanh(raw / SOFTCAP)).float()
+    assert torch.equal(logits, expected)
+    assert not torch.equal(logits, SOFTCAP * torch.tanh(raw.float() / SOFTCAP))  # the fp32 cap differs
+    ce = torch.nn.functional.cross_entropy(expected.view(-1, 97), idx.view(-1), reduction="none").view(2, 32)
+    assert torch.equal(loss, ce)
+
+
+def test_rotary_tables_are_bf16_on_cuda_rounded_from_fp32():
+    from nanochat_core.model import rotary_dtype
+
+    assert rotary_dtype("cuda") == torch.bfloat16 and rotary_dtype(torch.device("cuda", 3)) == torch.bfloat16
+    assert rotary_dtype("cpu") == torch.float32
+    model = build_model(small_config(), CPU, seed=0)
+    assert model.cos.dtype == torch.float32
+    # ORIG's table: angles in fp32, cos/sin rounded to bf16 once
+    hd = small_config().n_embd // small_config().n_head
+    inv = 1.0 / (10_000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+    freqs = torch.outer(torch.arange(model.cos.size(1), dtype=torch.float32), inv)
+    assert torch.equal(model.cos[0, :, 0].to(torch.bfloat16), freqs.cos().bfloat16())

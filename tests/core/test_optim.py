@@ -8,7 +8,14 @@ import math
 import pytest
 import torch
 
-from nanochat_core.optim import NS_COEFFS, MuonAdamW, newton_schulz
+from nanochat_core.optim import (
+    NS_COEFFS,
+    MuonAdamW,
+    adamw_update,
+    cpu_has_native_bf16,
+    newton_schulz,
+    newton_schulz_dtype,
+)
 
 MODEL_DIM = 192  # AdamW LRs are scaled by (192/768)^-0.5 = 2
 SCALE = (MODEL_DIM / 768) ** -0.5
@@ -89,15 +96,36 @@ def _ours(emb, unemb, mat, **kw) -> MuonAdamW:
     return MuonAdamW(groups, model_dim=MODEL_DIM, embedding_lr=0.05, unembedding_lr=0.01, matrix_lr=0.02, **kw)
 
 
-def _torch_adamw(emb, unemb, weight_decay: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        [{"params": [emb], "lr": 0.05 * SCALE}, {"params": [unemb], "lr": 0.01 * SCALE}],
-        betas=(0.8, 0.95), eps=1e-10, weight_decay=weight_decay,
-    )
+class _ReferenceAdamW:
+    """AdamW as ORIG's distributed AdamW computes it: eps added to sqrt of the *uncorrected* second
+    moment, bias corrections folded into the step size lr * sqrt(1 - b2^t) / (1 - b1^t)."""
+
+    def __init__(self, params_lrs, *, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0) -> None:
+        self.params_lrs, self.betas, self.eps, self.wd = params_lrs, betas, eps, weight_decay
+        self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p, _ in params_lrs]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p, _ in self.params_lrs:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        for (p, lr), (m, v) in zip(self.params_lrs, self.state):
+            p.mul_(1 - lr * self.wd)
+            m.copy_(b1 * m + (1 - b1) * p.grad)
+            v.copy_(b2 * v + (1 - b2) * p.grad * p.grad)
+            p.sub_(lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t) * m / (v.sqrt() + self.eps))
+
+
+def _torch_adamw(emb, unemb, weight_decay: float, eps: float = 1e-10) -> _ReferenceAdamW:
+    return _ReferenceAdamW([(emb, 0.05 * SCALE), (unemb, 0.01 * SCALE)], eps=eps, weight_decay=weight_decay)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_adamw_part_matches_torch_adamw(weight_decay):
+def test_adamw_part_matches_orig_dist_adamw(weight_decay):
     ours_p = _toy_params()
     ref_p = [torch.nn.Parameter(p.detach().clone()) for p in ours_p]
     ours = _ours(ours_p[0], ours_p[1], None, grad_clip=0.0, weight_decay=weight_decay)
@@ -219,3 +247,214 @@ def test_world_size_mismatch_on_load():
     two_ranks = _ours(*q, rank=0, world_size=2)
     with pytest.raises(ValueError, match="saved with 1 ranks; this run has 2"):
         two_ranks.load_state_dict(state)
+
+
+# ---- ORIG's distributed AdamW numerics, state allocation, bf16 detection, async communication ----------
+
+
+def test_eps_is_added_to_the_uncorrected_second_moment_as_orig():
+    """With a large eps the placement shows: ours follows ORIG's DistAdamW, not torch's AdamW."""
+    ours_p, ref_p, torch_p = _toy_params(), _toy_params(), _toy_params()
+    ours = _ours(ours_p[0], ours_p[1], None, grad_clip=0.0, eps=1e-2)
+    ref = _torch_adamw(ref_p[0], ref_p[1], 0.0, eps=1e-2)
+    tadam = torch.optim.AdamW([{"params": [torch_p[0]], "lr": 0.05 * SCALE}, {"params": [torch_p[1]], "lr": 0.01 * SCALE}],
+                              betas=(0.8, 0.95), eps=1e-2, weight_decay=0.0)
+    for step in range(4):
+        for params, opt in ((ours_p, ours), (ref_p, ref), (torch_p, tadam)):
+            opt.zero_grad()
+            _toy_loss(params[0], params[1], params[2].detach(), step).backward()
+            opt.step()
+    torch.testing.assert_close(ours_p[0], ref_p[0], rtol=1e-5, atol=1e-6)
+    assert (ours_p[0] - torch_p[0]).abs().max() > 1e-3
+
+
+def test_adam_moments_take_the_parameter_dtype():
+    """ORIG keeps the bf16 embedding's AdamW moments in bf16 (its state is zeros_like the bf16 slice)."""
+    emb = torch.nn.Parameter(torch.randn(12, 8).to(torch.bfloat16))
+    unemb = torch.nn.Parameter(torch.randn(12, 8))
+    opt = _ours(emb, unemb, None, grad_clip=0.0)
+    emb.grad, unemb.grad = torch.randn(12, 8).to(torch.bfloat16), torch.randn(12, 8)
+    opt.step()
+    assert {k: v.dtype for k, v in opt.adam[0].state[0].items()} == {"m": torch.bfloat16, "v": torch.bfloat16}
+    assert opt.adam[1].state[0]["m"].dtype == torch.float32
+    assert emb.dtype == torch.bfloat16 and torch.isfinite(emb.float()).all()
+
+
+def test_optimizer_state_is_allocated_once(monkeypatch):
+    """No step allocates state: every buffer exists after construction and keeps its storage."""
+    params = _toy_params()
+    opt = _ours(*params)
+    before = [t.data_ptr() for g in opt.adam for st in g.state.values() for t in st.values()]
+    before += [b.data_ptr() for g in opt.muon for b in g.state.values()]
+    assert len(before) == 2 * 2 + 1
+    calls = []
+    for name in ("zeros_like", "zeros"):
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k))[1])
+    _run_steps(opt, params, range(3))
+    assert calls == []
+    after = [t.data_ptr() for g in opt.adam for st in g.state.values() for t in st.values()]
+    after += [b.data_ptr() for g in opt.muon for b in g.state.values()]
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    "flags, native",
+    [("fpu avx avx2 avx512f", False), ("avx512f avx512_bf16 avx512_vnni", True), ("amx_bf16 amx_tile amx_int8", True), ("", False)],
+)
+def test_cpu_native_bf16_detection(flags, native):
+    cpuinfo = f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n"
+    assert cpu_has_native_bf16(cpuinfo) is native
+
+
+def test_newton_schulz_runs_bf16_where_the_cpu_has_native_bf16(monkeypatch):
+    import nanochat_core.optim as optim
+
+    monkeypatch.setattr(optim, "_host_native_bf16", lambda: True)
+    assert newton_schulz_dtype("cpu") == torch.bfloat16
+    assert newton_schulz(torch.randn(8, 16)).dtype == torch.bfloat16
+    monkeypatch.setattr(optim, "_host_native_bf16", lambda: False)
+    assert newton_schulz_dtype("cpu") == torch.float32
+    assert newton_schulz_dtype("cuda") == torch.bfloat16
+    assert newton_schulz(torch.randn(8, 16)).dtype == torch.float32
+
+
+def test_update_functions_are_compiled_on_cuda_only():
+    params = _toy_params()
+    eager = _ours(*params)
+    assert not eager.compiled and eager._newton_schulz is newton_schulz
+    forced = _ours(*_toy_params(), compile=True)  # what a CUDA optimizer does by default
+    assert forced.compiled and forced._newton_schulz is not newton_schulz and forced._adamw_update is not adamw_update
+
+
+class _FakeWork:
+    def __init__(self, log: list, what: str) -> None:
+        self.log, self.what = log, what
+
+    def wait(self) -> None:
+        self.log.append(("wait", self.what))
+
+
+class _FakeNccl:
+    """Records the order in which the optimizer launches and waits on collectives (one rank of 2)."""
+
+    class ReduceOp:
+        AVG, SUM = "avg", "sum"
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str]] = []
+        self.n = 0
+
+    def _work(self, kind: str, async_op: bool):
+        self.n += 1
+        what = f"{kind}{self.n}"
+        self.log.append(("launch", what))
+        work = _FakeWork(self.log, what)
+        if not async_op:
+            work.wait()
+        return work if async_op else None
+
+    def get_backend(self):
+        return "nccl"
+
+    def get_world_size(self):
+        return 2
+
+    def reduce_scatter_tensor(self, out, inp, op=None, async_op=False):
+        out.copy_(inp[: out.size(0)])
+        return self._work("reduce", async_op)
+
+    def reduce_scatter(self, out, inputs, op=None, async_op=False):
+        out.copy_(inputs[0])
+        return self._work("reduce", async_op)
+
+    def all_gather_into_tensor(self, out, inp, async_op=False):
+        return self._work("gather", async_op)
+
+    def all_gather(self, outputs, inp, async_op=False):
+        return self._work("gather", async_op)
+
+    def all_reduce(self, t, op=None, async_op=False):
+        return self._work("norm", async_op)
+
+
+@pytest.mark.parametrize("clip", [0.0, 1.0])
+def test_reductions_are_launched_at_once_and_gathers_overlap_the_updates(monkeypatch, clip):
+    """ORIG's DistMuon order: every reduce-scatter in flight before the first wait; each updated part's
+    all-gather launched before the next part's reduction is waited on (no clip), all gathers waited last."""
+    import nanochat_core.optim as optim
+
+    fake = _FakeNccl()
+    monkeypatch.setattr(optim, "dist", fake)
+    gen = torch.Generator().manual_seed(0)
+    mats = [torch.nn.Parameter(torch.randn(8, 16, generator=gen)) for _ in range(4)]
+    emb, unemb, _ = _toy_params()
+    opt = MuonAdamW({"embedding": [emb], "unembedding": [unemb], "matrix": mats}, model_dim=MODEL_DIM,
+                    grad_clip=clip, rank=0, world_size=2)
+    for p in (emb, unemb, *mats):
+        p.grad = torch.randn(p.shape, generator=gen)
+    opt.step()
+    log = fake.log
+    reduces = [i for i, (ev, w) in enumerate(log) if ev == "launch" and w.startswith("reduce")]
+    waits = [i for i, (ev, _) in enumerate(log) if ev == "wait"]
+    assert len(reduces) == 2 + 2  # two AdamW slices, two chunks of 2 matrices
+    assert max(reduces) < min(waits)
+    gathers = [i for i, (ev, w) in enumerate(log) if ev == "launch" and w.startswith("gather")]
+    gather_waits = [i for i, (ev, w) in enumerate(log) if ev == "wait" and w.startswith("gather")]
+    assert len(gathers) == 4 and max(gathers) < min(gather_waits)
+    reduce_waits = [i for i, (ev, w) in enumerate(log) if ev == "wait" and w.startswith("reduce")]
+    if clip == 0:
+        assert min(gathers) < max(reduce_waits)  # communication overlaps the later updates
+    else:  # the clip needs every part first, then one scalar all-reduce
+        norm = [i for i, (ev, w) in enumerate(log) if ev == "launch" and w.startswith("norm")]
+        assert max(reduce_waits) < norm[0] < min(gathers)
+
+
+def _dist_worker(rank: int, world: int, init_file: str, clip: float, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        params, opt = _dist_setup(clip, rank, world)
+        _dist_steps(params, opt, rank, world)
+        if rank == 0:
+            torch.save([p.detach() for p in params], f"{out_dir}/params.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _dist_setup(clip: float, rank: int, world: int):
+    gen = torch.Generator().manual_seed(3)
+    emb = torch.nn.Parameter(torch.randn(12, 8, generator=gen))
+    unemb = torch.nn.Parameter(torch.randn(12, 8, generator=gen) * 0.1)
+    mats = [torch.nn.Parameter(torch.randn(8, 16, generator=gen) * 0.3) for _ in range(3)]  # 3: an incomplete chunk
+    params = [emb, unemb, *mats]
+    opt = MuonAdamW({"embedding": [emb], "unembedding": [unemb], "matrix": mats}, model_dim=MODEL_DIM,
+                    grad_clip=clip, rank=rank, world_size=world)
+    return params, opt
+
+
+def _dist_steps(params, opt, rank: int, world: int) -> None:
+    """Every rank gets the mean-preserving share of one global gradient per step."""
+    for step in range(4):
+        gen = torch.Generator().manual_seed(50 + step)
+        shares = [[torch.randn(p.shape, generator=gen) * (1 + 30 * (step % 2)) for p in params] for _ in range(2)]
+        for p, *per_rank in zip(params, *shares):
+            p.grad = per_rank[rank].clone() if world == 2 else (per_rank[0] + per_rank[1]) / 2
+        opt.step()
+        opt.zero_grad()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", [0.0, 1.0])
+def test_two_gloo_ranks_equal_one_process(tmp_path, clip):
+    """The asynchronous reduce / update / gather path over 2 gloo ranks gives the 1-process result."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_dist_worker, args=(2, str(tmp_path / "init"), clip, str(tmp_path)), nprocs=2, join=True)
+    two = torch.load(tmp_path / "params.pt")
+    params, opt = _dist_setup(clip, 0, 1)
+    _dist_steps(params, opt, 0, 1)
+    for a, b in zip(params, two):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-6)

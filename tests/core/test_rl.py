@@ -29,7 +29,8 @@ def conversation(answer: str) -> dict:
     [
         ("so the total is #### 1234", 1.0),
         ("#### 1,234", 1.0),  # commas are stripped
-        ("####1234 and more text", 1.0),
+        ("####1234 and more text", 0.0),  # ORIG needs one space after #### (issue 16 item 9)
+        ("#### 1234.", 0.0),  # ORIG keeps the trailing dot
         ("the answer is 1234", 0.0),  # no ####
         ("#### 1235", 0.0),
         ("#### 12340", 0.0),

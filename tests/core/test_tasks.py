@@ -142,6 +142,42 @@ def test_gsm8k_shipped_and_scoring():
     assert GSM8K("main", "train", source="shipped").num_examples() == 2000
 
 
+# ORIG's answer rule (issue 16 item 9): "#### " + [-]?[0-9.,]+ , commas removed, compared as text.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("#### 18", "18"),
+        ("so\n#### 1,234 dollars", "1234"),
+        ("#### -5", "-5"),
+        ("#### 3.5", "3.5"),
+        ("#### 18.", "18."),  # the trailing dot is kept, so it does not equal "18"
+        ("####18", None),  # no space
+        ("####-5", None),
+        ("####  18", None),  # two spaces
+        ("#### $18", None),
+        ("#### .", "."),
+        ("#### 1 #### 2", "1"),  # the first marker wins
+        ("no marker 18", None),
+    ],
+)
+def test_final_answer_extraction_matches_orig(text, expected):
+    assert extract_final_answer(text) == expected
+
+
+def test_hash_answer_scoring_rejects_what_orig_rejects():
+    gsm = GSM8K("main", "test", source="shipped")
+    conv = gsm.get_example(0)
+    ref = extract_final_answer(conv["messages"][1]["content"][-1]["text"])
+    assert gsm.evaluate(conv, f"#### {ref}") == 1
+    for wrong in (f"####{ref}", f"#### {ref}.", f"####  {ref}"):
+        assert gsm.evaluate(conv, wrong) == 0, wrong
+    bee = SpellingBee(4, "test")
+    conv = bee.get_example(0)
+    ref = extract_final_answer(conv["messages"][1]["content"][-1]["text"])
+    assert bee.evaluate(conv, f"#### {ref}") == 1
+    assert bee.evaluate(conv, f"####{ref}") == 0 and bee.evaluate(conv, f"#### {ref}.") == 0
+
+
 def test_spelling_bee_reproducible_and_correct():
     train, test = SpellingBee(50, "train"), SpellingBee(50, "test")
     assert [train.get_example(i) for i in range(5)] == [SpellingBee(50, "train").get_example(i) for i in range(5)]
@@ -150,9 +186,10 @@ def test_spelling_bee_reproducible_and_correct():
         conv = test.get_example(i)
         conversation_messages(conv)
         parts = conv["messages"][1]["content"]
-        code = parts[1]["text"]
+        assert [p["type"] for p in parts] == ["text", "text", "python", "python_output", "text"]  # ORIG's parts
+        code = parts[2]["text"]
         word, letter = code.split("'")[1], code.split("'")[3]
-        assert parts[1]["type"] == "python" and parts[2] == {"type": "python_output", "text": str(word.count(letter))}
+        assert parts[3] == {"type": "python_output", "text": str(word.count(letter))}
         assert parts[-1]["text"].endswith(f"#### {word.count(letter)}")
         assert test.evaluate(conv, f"#### {word.count(letter)}") == 1
         assert test.evaluate(conv, f"#### {word.count(letter) + 1}") == 0
@@ -176,7 +213,7 @@ def test_humaneval_program_runs_reference_and_rejects_wrong_code(tmp_path):
         conv = task.get_example(i)
         prompt, reference = conv["messages"][0]["content"], conv["messages"][1]["content"]
         fenced = f"Here you go:\n```python\n{reference}```\nDone."
-        assert extract_code(fenced) == reference
+        assert extract_code(fenced) == reference.strip()  # ORIG strips the fenced code
         good = build_program(prompt, fenced, conv["test"], conv["entry_point"])
         bad = build_program(prompt, prompt + "    return None\n", conv["test"], conv["entry_point"])
         assert run_python(good, tmp_path) == 0

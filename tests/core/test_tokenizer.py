@@ -131,13 +131,14 @@ def test_token_bytes(tok):
     assert tb.dtype == torch.int32 and tb.shape == (VOCAB,)
     first_special = VOCAB - len(SPECIAL_TOKENS)
     assert tb[first_special:].tolist() == [0] * len(SPECIAL_TOKENS)
-    for token_id in (0, 65, 255, 256, 700, first_special - 1):
-        assert tb[token_id].item() == len(tok.id_to_token_bytes(token_id))
+    # ORIG's count: the UTF-8 length of each token decoded on its own (issue 16 item 6)
+    for token_id in range(first_special):
+        assert tb[token_id].item() == len(tok.decode([token_id]).encode("utf-8"))
     assert (tb[:first_special] >= 1).all()
-    # Raw bytes, not decoded characters: a lone UTF-8 continuation byte counts 1.
-    assert tb[tok.mergeable_ranks[b"\x80"]].item() == 1
-    # Byte count of an encoded text equals its UTF-8 length.
-    text = "Grüße, 世界! 12345"
+    # a lone UTF-8 continuation byte decodes to U+FFFD: 3 bytes, not its 1 raw byte
+    assert tb[tok.mergeable_ranks[b"\x80"]].item() == 3
+    # tokens that are whole UTF-8 characters count their raw bytes; an ASCII text its length
+    text = "Hello, world! 12345"
     assert int(tb[tok.encode(text)].sum()) == len(text.encode("utf-8"))
 
 
@@ -149,3 +150,13 @@ def test_vocab_too_small_is_rejected(train_texts):
 def test_truncated_docs_caps_documents_and_total():
     docs = list(truncated_docs(["a" * 10, "b" * 10, "c" * 10, "d" * 10], max_chars=15, doc_cap=6))
     assert docs == ["a" * 6, "b" * 6, "c" * 6]
+
+
+def test_truncated_docs_keeps_the_last_document_whole_and_stops_only_past_max_chars():
+    # ORIG (issue 16 item 13): the document crossing max_chars is kept whole; exactly max_chars goes on
+    docs = list(truncated_docs(["abcdefgh", "ijklmnop", "qrstuvwx", "yz"], max_chars=10, doc_cap=100))
+    assert docs == ["abcdefgh", "ijklmnop"]
+    docs = list(truncated_docs(["abcde", "fghij", "klmno", "pq"], max_chars=10, doc_cap=100))
+    assert docs == ["abcde", "fghij", "klmno"]
+    docs = list(truncated_docs(["abcdefgh", "ijklmnop", "qrstuvwx"], max_chars=10, doc_cap=3))
+    assert docs == ["abc", "ijk", "qrs"]

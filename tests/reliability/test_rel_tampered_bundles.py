@@ -173,14 +173,14 @@ def test_bad_bundle_fails_verify_is_refused_by_submit_and_excluded_from_the_lead
     assert "FAIL [" in capsys.readouterr().err
     subs = tmp_path / "submissions"
     with pytest.raises(SubmissionError):
-        submit_bundle(bundle, subs)
+        submit_bundle(bundle, subs, pins=False)
     assert not any(p for p in subs.rglob("*") if p.is_file()) if subs.exists() else True
     # filed by hand (a pull request to submissions/): the build must exclude it, with a reason, and go on
     target = subs / "speedrun" / "20261125-120000-abcd"
     shutil.copytree(bundle, target, symlinks=True, ignore=lambda d, names: [n for n in names if n == "pipe"])
     if mutate is fifo_in_bundle:
         os.mkfifo(target / "logs" / "pipe")
-    boards, excluded = collect(subs)
+    boards, excluded = collect(subs, rank_rules=False)
     assert boards == [] and len(excluded) == 1 and isinstance(excluded[0], Excluded)
     assert excluded[0].reason
 
@@ -196,14 +196,14 @@ def test_foreign_key_resigned_bundle_is_visible_and_refused_where_keys_are_pinne
     report = verify_bundle(bundle, trusted_keys=trusted)
     assert not report.ok and "not in the trusted keys" in report.message
     with pytest.raises(SubmissionError, match="trusted keys"):
-        submit_bundle(bundle, tmp_path / "subs", trusted_keys=trusted)
+        submit_bundle(bundle, tmp_path / "subs", trusted_keys=trusted, pins=False)
     keys_file = tmp_path / "trusted.txt"
     keys_file.write_text(f"# our lab\n{trusted[0]}\n")
     from bench.cli import main
 
     assert main(["verify", str(bundle), "--trusted-keys", str(keys_file)]) == 1
-    dest = submit_bundle(bundle, tmp_path / "subs")
-    boards, excluded = collect(tmp_path / "subs")
+    dest = submit_bundle(bundle, tmp_path / "subs", pins=False)
+    boards, excluded = collect(tmp_path / "subs", rank_rules=False)
     assert not excluded and boards[0].rows[0].key_fingerprint == key_fingerprint(attacker) != trusted[0]
     assert json.loads((dest / "submission.json").read_text())["key_fingerprint"] == key_fingerprint(attacker)
 
@@ -211,10 +211,10 @@ def test_foreign_key_resigned_bundle_is_visible_and_refused_where_keys_are_pinne
 def test_replays_under_another_name_or_preset_are_excluded(tmp_path, keys, bundle):
     """A verifying bundle copied to a second place in submissions/ must not appear twice."""
     subs = tmp_path / "subs"
-    dest = submit_bundle(bundle, subs)
+    dest = submit_bundle(bundle, subs, pins=False)
     shutil.copytree(dest, subs / "speedrun" / "20261125-120000-copy")  # same bundle, new directory name
     shutil.copytree(dest, subs / "smoke" / dest.name)  # same bundle under another preset
-    boards, excluded = collect(subs)
+    boards, excluded = collect(subs, rank_rules=False)
     assert [len(b.rows) for b in boards] == [1]
     reasons = sorted(e.reason for e in excluded)
     assert len(reasons) == 2
@@ -223,10 +223,10 @@ def test_replays_under_another_name_or_preset_are_excluded(tmp_path, keys, bundl
 
 def test_replayed_run_id_with_new_content_is_refused_and_the_original_kept(tmp_path, keys, bundle):
     subs = tmp_path / "subs"
-    dest = submit_bundle(bundle, subs)
+    dest = submit_bundle(bundle, subs, pins=False)
     original = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     other = make_run_dir(tmp_path / "other", synthetic_result(notes_extra="different"))
     write_bundle(other)
     with pytest.raises(SubmissionError, match="replayed submission refused"):
-        submit_bundle(other, subs)
+        submit_bundle(other, subs, pins=False)
     assert {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()} == original
