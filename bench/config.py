@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -121,14 +122,15 @@ def load_config(path: str | os.PathLike[str] | None = None) -> BenchConfig:
     harness = from_dict(HarnessConfig, data.get("harness", {}), "harness")
     if harness.price_kind not in PRICE_KINDS:
         raise ConfigError(f"'harness.price_kind' must be one of {', '.join(PRICE_KINDS)}, got {harness.price_kind!r}")
-    if not harness.idle_baseline_seconds >= 0:
-        raise ConfigError(f"'harness.idle_baseline_seconds' must be a number >= 0, got {harness.idle_baseline_seconds!r}")
+    if not 0 <= harness.idle_baseline_seconds <= 3600:
+        raise ConfigError(f"'harness.idle_baseline_seconds' must be a number >= 0 and <= 3600 (finite), got {harness.idle_baseline_seconds!r}")
     if not harness.checkpoint_minutes >= 0:
         raise ConfigError(f"'harness.checkpoint_minutes' must be a number >= 0 (0 = no time-based checkpoints), got {harness.checkpoint_minutes!r}")
     if harness.checkpoint_every_steps < 0:
         raise ConfigError(f"'harness.checkpoint_every_steps' must be an integer >= 0 (0 = none), got {harness.checkpoint_every_steps!r}")
-    if harness.power_interval_seconds <= 0 or harness.power_interval_seconds > 0.1:
-        raise ConfigError("'harness.power_interval_seconds' must be in (0, 0.1] (>= 10 Hz sampling)")
+    if not MIN_POWER_INTERVAL_S <= harness.power_interval_seconds <= 0.1:
+        raise ConfigError(f"'harness.power_interval_seconds' must be a finite number from {MIN_POWER_INTERVAL_S} to 0.1 "
+                          f"(10 Hz to 1 kHz sampling), got {harness.power_interval_seconds!r}")
     presets = data.get("presets", {})
     if not isinstance(presets, dict) or not presets:
         raise ConfigError(f"{path}: no [presets.<name>] tables")
@@ -139,6 +141,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> BenchConfig:
 
 
 PRICE_KINDS = ("on-demand", "spot", "owned")
+MIN_POWER_INTERVAL_S = 0.001  # 1 kHz: faster sampling only measures the sampler
 
 
 def _resolve_inherit(presets: dict[str, Any], name: str, seen: list[str]) -> dict[str, Any]:
@@ -216,7 +219,62 @@ _MINIMUMS: dict[tuple[str, str], int] = {
     ("chat_eval", "top_k"): 1,
     ("chat_eval", "num_samples"): 1,
     ("chat_eval", "batch_size"): 1,
+    ("extras", "core_every"): 1,
+    ("extras", "core_max_per_task"): 1,
 }
+
+
+# Sane ranges of the numeric fields (issue 15): checked for every preset before anything starts, so a
+# value like `matrix_lr = 1e300` fails at once with the key and the range instead of minutes later.
+# (section, field) -> (low, high), inclusive; a field not listed gets the generic bound below.
+_RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("", "seed"): (0, 2**63 - 1),
+    ("tokenizer", "max_chars"): (1, 10**13),
+    ("tokenizer", "doc_cap"): (1, 10**9),
+    ("pretrain", "target_param_data_ratio"): (-1, 10_000),  # <= 0: num_iterations decides
+    ("pretrain", "num_iterations"): (-1, 10**9),
+    ("pretrain", "matrix_lr"): (0, 10),
+    ("pretrain", "embedding_lr"): (0, 10),
+    ("pretrain", "unembedding_lr"): (0, 10),
+    ("pretrain", "adam_betas"): (0, 0.999999),
+    ("pretrain", "weight_decay"): (0, 10),
+    ("pretrain", "muon_momentum_start"): (0, 0.999999),
+    ("pretrain", "muon_momentum_end"): (0, 0.999999),
+    ("pretrain", "grad_clip"): (0, 1e6),
+    ("pretrain", "total_batch_tokens"): (1, 2**34),
+    ("pretrain", "device_batch_size"): (0, 2**20),
+    ("pretrain", "eval_tokens"): (1, 10**12),
+    ("rl", "temperature"): (0, 2),
+    ("rl", "top_k"): (1, 2**20),
+    ("chat_eval", "top_k"): (1, 2**20),
+    ("chat_eval", "max_new_tokens"): (1, 2**20),
+    ("rl", "max_new_tokens"): (1, 2**20),
+    ("rl", "num_samples"): (1, 4096),
+    ("chat_eval", "num_samples"): (1, 4096),
+}
+_GENERIC_INT = (-(10**12), 10**12)  # counts, steps, tokens: far beyond any real run, far below overflow
+_GENERIC_FLOAT = (-1e6, 1e6)
+
+
+def _fmt(bound: float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
+
+
+def _check_ranges(w: WorkloadConfig) -> None:
+    sections = [("", w)] + [(f.name, getattr(w, f.name)) for f in dataclasses.fields(w) if dataclasses.is_dataclass(getattr(w, f.name))]
+    for section, obj in sections:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if not numbers:
+                continue
+            lo, hi = _RANGES.get((section, f.name), _GENERIC_FLOAT if isinstance(numbers[0], float) else _GENERIC_INT)
+            key = f"presets.{w.preset}.{section + '.' if section else ''}{f.name}"
+            for v in numbers:
+                if not (math.isfinite(v) and lo <= v <= hi):
+                    shown = repr(v) if len(repr(v)) <= 30 else f"a {len(repr(v))}-digit number"
+                    raise ConfigError(f"'{key}' must be a finite number from {_fmt(lo)} to {_fmt(hi)}, got {shown}")
 
 
 def validate_workload(w: WorkloadConfig) -> None:
@@ -228,6 +286,7 @@ def validate_workload(w: WorkloadConfig) -> None:
         value = getattr(getattr(w, section), name)
         if value < lowest:
             raise ConfigError(f"'presets.{w.preset}.{section}.{name}' must be an integer >= {lowest}, got {value!r}")
+    _check_ranges(w)  # after the specific rules, so their wording wins where both apply
     pc = w.pretrain
     if pc.total_batch_tokens % pc.seq_len:
         raise ConfigError(
@@ -238,9 +297,15 @@ def validate_workload(w: WorkloadConfig) -> None:
 
 
 def _validate_checks(c: Checks, where: str) -> None:
-    if c.probe_steps < 0:
-        raise ConfigError(f"'{where}.probe_steps' must be an integer >= 0, got {c.probe_steps!r}")
+    if not 0 <= c.probe_steps <= 100_000:
+        raise ConfigError(f"'{where}.probe_steps' must be an integer >= 0 and <= 100000, got {c.probe_steps!r}")
+    for name in ("close_rel_tol", "nondeterministic_rel_tol"):
+        value = getattr(c, name)
+        if not (math.isfinite(value) and 0 <= value <= 1):
+            raise ConfigError(f"'{where}.{name}' must be a number >= 0 and <= 1 (finite), got {value!r}")
     lo, hi = c.val_bpb_band
+    if not (0 <= lo <= 100 and (0 <= hi <= 100 or hi == float("inf"))):  # inf: the default "no upper bound"
+        raise ConfigError(f"'{where}.val_bpb_band' must be [low, high] with 0 <= low <= high <= 100, got {list(c.val_bpb_band)!r}")
     if not lo <= hi:
         raise ConfigError(f"'{where}.val_bpb_band' must be [low, high] with low <= high, got {list(c.val_bpb_band)!r}")
     if not c.close_rel_tol >= 0:

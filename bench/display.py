@@ -92,7 +92,7 @@ class RunDisplay:
             self._progress.start()
             self._task = self._progress.add_task(name, total=None, phase=name, status="")
         else:
-            self.console.print(f"[{time.strftime('%H:%M:%S')}] phase {name} started", highlight=False)
+            self.console.print(f"[{time.strftime('%H:%M:%S')}] phase {name} started", highlight=False, markup=False)
 
     def phase_finished(self, name: str, seconds: float, ok: bool, usd: float | None) -> None:
         if self.phase_counted:
@@ -103,10 +103,11 @@ class RunDisplay:
         self._eval_names.clear()
         mark = "ok" if ok else "FAILED"
         cost = f", ${usd:.4f}" if usd is not None else ""
-        self.console.print(f"[{time.strftime('%H:%M:%S')}] phase {name} {mark} in {seconds:.1f}s{cost}", highlight=False)
+        self.console.print(f"[{time.strftime('%H:%M:%S')}] phase {name} {mark} in {seconds:.1f}s{cost}", highlight=False, markup=False)
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        # Messages carry text from stages and libraries (e.g. gloo's "[/path/file.cpp:12]"): never rich markup.
+        self.console.print(text, highlight=False, markup=False)
 
     # ---- events from the workload ---------------------------------------------------------------
     def on_event(self, event: dict[str, Any]) -> None:

@@ -247,7 +247,7 @@ def check_state(b: _Bundle) -> str:
             raise Disagreement(f"phase {show(p['name'])} is in result.json but not in state.json")
         if not _close(rec.get("seconds"), p.get("seconds"), 1e-9, 1e-9):
             raise Disagreement(f"phase {show(p['name'])}: state.json seconds {rec.get('seconds')!r} != result.json {p.get('seconds')!r}")
-        if p["name"] in WORKLOAD_PHASES:
+        if p["name"] in WORKLOAD_PHASES and (rec.get("result") or b.has(f"phases/{p['name']}/result.json")):
             stage = b.json(f"phases/{p['name']}/result.json")
             if _finite(stage) != rec.get("result"):
                 raise Disagreement(f"phases/{p['name']}/result.json differs from the record in state.json")
@@ -307,10 +307,14 @@ def check_steady_state(b: _Bundle) -> str | None:
         raise Disagreement("steady-state training time exceeds the pretrain phase's wall time")
     if pre.get("tokens") != n * batch:
         raise Disagreement(f"tokens {pre.get('tokens')!r} != steps {n} x total_batch_tokens {batch}")
-    timed = max(0, n - max(skip + 1, start))
+    # the timed steps are every step after timing_skip_steps (a resumed run restores their time with the
+    # checkpoint); bundles from before that fix counted only the steps after the last resume point
+    timed = max(0, n - (skip + 1))
+    older = max(0, n - max(skip + 1, start))
     tok_s = pre.get("steady_tok_per_s")
     if tok_s is not None or timed:
-        if _num(tok_s) is None or not _close(_num(tok_s) * summed, batch * timed, 1e-6, 1e-3):  # type: ignore[operator]
+        value = _num(tok_s)
+        if value is None or not any(_close(value * summed, batch * t, 1e-6, 1e-3) for t in {timed, older}):
             raise Disagreement(f"tokens/s {tok_s!r} x {summed:.3f} s != {batch * timed} tokens of the {timed} timed steps")
     return f"steady state {summed:.3f} s = sum of {n - skip - 1} step times; tokens/s x time = tokens"
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from typing import Any, Callable
 
 DEFAULT_TIMEOUT_S = 1800.0  # how long node 0 waits for the other nodes to arrive (start or end)
@@ -49,9 +50,34 @@ def workload_digest(config_json: str) -> str:
     return hashlib.sha256(config_json.encode("utf-8")).hexdigest()
 
 
+class _Refused(MultiNodeError):
+    """Node 0 answered, and refused: retrying cannot help."""
+
+
 def exchange(
     *, endpoint: str, nnodes: int, node_rank: int, job_id: str, topic: str, record: dict[str, Any],
     timeout_s: float = DEFAULT_TIMEOUT_S, check: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]] | None:
+    """See `_exchange_once`. A node other than 0 that loses its connection before node 0's verdict (it
+    reached the port while the previous phase's torchrun store was still closing there) tries again
+    until `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return _exchange_once(endpoint=endpoint, nnodes=nnodes, node_rank=node_rank, job_id=job_id, topic=topic,
+                                  record=record, timeout_s=max(left, 1.0), check=check)
+        except _Refused as exc:
+            raise MultiNodeError(str(exc)) from None
+        except MultiNodeError:
+            if node_rank == 0 or deadline - time.monotonic() < 2.0:
+                raise
+            time.sleep(1.0)
+
+
+def _exchange_once(
+    *, endpoint: str, nnodes: int, node_rank: int, job_id: str, topic: str, record: dict[str, Any],
+    timeout_s: float, check: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]] | None:
     """Every node sends `record` under `topic`; node 0 returns all records in node order, the others None.
 
@@ -78,7 +104,7 @@ def exchange(
             verdict = store.get(f"nanobench/{topic}/done").decode("utf-8")
             store.set(f"nanobench/{topic}/ack{node_rank}", "1")
             if verdict != "ok":
-                raise MultiNodeError(f"node 0 refused the {topic} exchange: {verdict}")
+                raise _Refused(f"node 0 refused the {topic} exchange: {verdict}")
             return None
         store.wait([key.format(i) for i in range(1, nnodes)])
         records = [json.loads(store.get(key.format(i))) for i in range(nnodes)]

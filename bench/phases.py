@@ -205,8 +205,8 @@ class StageProcess:
         result = json.loads(result_path.read_text()) if (returncode == 0 and result_path.exists()) else {}
         error = None
         if returncode != 0:
-            error = failing_ranks_report(self.run_dir, self.stage)
-            error += f"stage '{self.stage}' exited with code {returncode}; last lines of {self.log_path}:\n" + _tail(self.log_path)
+            error = (f"stage '{self.stage}' exited with code {returncode}\n" + failing_ranks_report(self.run_dir, self.stage)
+                     + f"last lines of {self.log_path}:\n" + _tail(self.log_path))
         return StageOutcome(name, returncode == 0, self.seconds, returncode, result, str(self.log_path), error)
 
 
@@ -250,7 +250,8 @@ def clear_error_records(run_dir: Path, stage: str) -> None:
 
 
 def failing_ranks_report(run_dir: Path, stage: str) -> str:
-    """The failing ranks of a stage, first failure first, each with its traceback ('' when none recorded).
+    """The failing ranks of a stage that recorded their exception, earliest first, the first with its
+    traceback ('' when none recorded).
 
     Only the ranks on this node leave records here; a rank on another node is reported by that node's
     harness (and by torchrun's failure summary in the log)."""
@@ -266,10 +267,11 @@ def failing_ranks_report(run_dir: Path, stage: str) -> str:
         return ""
     records.sort(key=lambda r: (r.get("time_unix") or 0.0, r["rank"]))
     first = records[0]
-    out = [f"rank {first['rank']} (node {first.get('node_rank', 0)}, local rank {first.get('local_rank', 0)}) failed first: "
-           f"{first.get('error')}", str(first.get("traceback", "")).rstrip()]
+    out = [f"first recorded failure: rank {first['rank']} (node {first.get('node_rank', 0)}, local rank "
+           f"{first.get('local_rank', 0)}): {first.get('error')}", str(first.get("traceback", "")).rstrip()]
     for r in records[1:]:
-        out.append(f"rank {r['rank']} then failed too: {r.get('error')}")
+        out.append(f"rank {r['rank']} failed after it: {r.get('error')}")
+    out.append("(a rank killed by a signal leaves no record: torchrun's summary in the log names it)")
     return "\n".join(out) + "\n"
 
 

@@ -308,7 +308,8 @@ def run_preflight(
             why = check_network(url)
             if why:
                 problems.append(why)
-        pf.lines.append(f"  network: {'; '.join(problems) if problems else 'reachable'} ({', '.join(sorted({urllib.parse.urlsplit(u).hostname or u for u in urls}))})")
+        hosts = ", ".join(sorted({urllib.parse.urlsplit(u).hostname or u for u in urls}))
+        pf.lines.append(f"  network: {'; '.join(problems)}" if problems else f"  network: {hosts} reachable")
         pf.record["network"] = {"needed": True, "problems": problems}
         if problems:
             pf.stops.append(f"preset {preset.name} must download data and the network is unreachable: {problems[0]}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import RESULT_SCHEMA_VERSION, __version__
-from bench.atomic import write_atomic, write_json_atomic
+from bench.atomic import write_json_atomic
 from bench.bundle import write_bundle
 from bench.config import Preset
 from bench.cost import Pricing, price_phases, triple
@@ -84,6 +84,10 @@ def collect_metrics(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for stage in ("mid_train", "sft", "rl"):
         if stage in r:
             metrics[stage] = {k: v for k, v in r[stage].items() if isinstance(v, (int, float, str, bool)) or v is None}
+    # ORIG speedrun's side work (extras.orig_side_work): whether it ran, seconds per sub-phase, its figures
+    side = {stage: r[stage]["side_work"] for stage in ("pretrain", "base_eval", "chat_eval") if isinstance(r.get(stage, {}).get("side_work"), dict)}
+    if side:
+        metrics["side_work"] = {"orig_side_work": any(v.get("orig_side_work") for v in side.values()), "stages": side}
     return metrics
 
 

@@ -28,10 +28,13 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
 
+from bench.safe_read import UnsafeFile, read_text  # noqa: E402
+
 TRAINING_STAGES = ("pretrain", "mid_train", "sft")
 STAGE_COLORS = {"pretrain": "#2563eb", "mid_train": "#7c3aed", "sft": "#059669"}
 GPU_COLOR, CPU_COLOR, UTIL_COLOR = "#dc2626", "#2563eb", "#64748b"
 RC = {"svg.hashsalt": "nanobench", "svg.fonttype": "path", "font.size": 9, "axes.edgecolor": "#94a3b8"}
+MAX_READ_BYTES = 64 * 2**20  # a submitted bundle's file larger than this is not charted (the build stays bounded)
 LOSS_PNG = "loss_curve.png"
 POWER_PNG = "power.png"
 
@@ -75,8 +78,8 @@ def load_loss_curves(progress_dir: str | Path) -> LossCurves:
     for stage in TRAINING_STAGES:
         path = Path(progress_dir) / f"{stage}.jsonl"
         try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
+            lines = read_text(path, cap=MAX_READ_BYTES).splitlines()
+        except (OSError, UnsafeFile):
             continue
         points: dict[int, float] = {}
         for line in lines:
@@ -110,8 +113,8 @@ def load_power(csv_path: str | Path) -> PowerTrace:
     """``power.csv`` (unix_time, t_s, phase, gpu_total_w, cpu_w, cpu_util_pct, ...) as a trace."""
     trace = PowerTrace()
     try:
-        text = Path(csv_path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = read_text(csv_path, cap=MAX_READ_BYTES)
+    except (OSError, UnsafeFile):
         return trace
     t0: float | None = None
     current: list[Any] | None = None

@@ -1,14 +1,19 @@
 """Choose the device batch: the largest power of two that fits in memory and divides the per-rank rows.
 
-On CUDA each candidate is tried for real (forward + backward, catching out-of-memory). On the CPU a
-trial would not fail, it would swap, so the activation memory of one row is measured with a small
-trial and extrapolated against a memory budget (available RAM by default, or an explicit limit).
+On CUDA/ROCm/XPU (:func:`auto_device_batch`) the search starts from nanochat's own device batch for
+the depth (scaled to this GPU's memory and the sequence length), each candidate is probed for real
+on the model that trains (compiled when compiling, optimizer state allocated: forward + backward,
+catching out-of-memory, peak within memory less a headroom), the minimum over ranks is taken, and
+the peak-memory statistics are reset afterwards; the choice and why are returned as a record. On the
+CPU a trial would not fail, it would swap, so the activation memory of one row is estimated and
+checked against a memory budget (available RAM by default, or an explicit limit).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import time
 from typing import Callable
 
 import torch
@@ -122,18 +127,23 @@ def search_device_batch(
     tried: list[dict] = []
     local = 0
     for b in [o for o in candidates(rows_per_rank) if o <= max(1, start)]:
+        t0 = time.perf_counter()
+        peak = None
         try:
             peak = int(probe(b))
         except torch.OutOfMemoryError:
-            tried.append({"rows": b, "fits": False, "why": "out of memory"})
+            tried.append({"rows": b, "fits": False, "why": "out of memory", "seconds": time.perf_counter() - t0})
+        if peak is None:  # outside the except block: the error's traceback (and its tensors) is gone by now
             if cleanup is not None:
                 cleanup()
             continue
+        seconds = time.perf_counter() - t0  # includes compiling the model for this shape when compiling
         if peak <= budget_bytes:
-            tried.append({"rows": b, "fits": True, "peak_bytes": peak})
+            tried.append({"rows": b, "fits": True, "peak_bytes": peak, "seconds": seconds})
             local = b
             break
-        tried.append({"rows": b, "fits": False, "peak_bytes": peak, "why": f"peak {peak / 2**30:.2f} GiB > budget {budget_bytes / 2**30:.2f} GiB"})
+        tried.append({"rows": b, "fits": False, "peak_bytes": peak, "seconds": seconds,
+                      "why": f"peak {peak / 2**30:.2f} GiB > budget {budget_bytes / 2**30:.2f} GiB"})
         if cleanup is not None:
             cleanup()
     chosen = agree(local) if agree is not None else local
@@ -248,6 +258,7 @@ def auto_device_batch(
         "device_memory_bytes": total,
         "headroom": headroom,
         "probed_compiled_model": compiled,
+        "probe_seconds": sum(t.get("seconds", 0.0) for t in tried),  # compile time of the probed shapes included
         "allocator": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
         "why": f"{start_why}; largest that fits within {1 - headroom:.0%} of memory: {local}"
                + (f"; minimum over ranks: {chosen}" if chosen != local else ""),

@@ -226,12 +226,13 @@ class ChatSession:
 
 
 def chat_loop(
-    session: ChatSession, *, read: Callable[[str], str] = input, out: TextIO = sys.stdout, echo_input: bool = False
+    session: ChatSession, *, read: Callable[[str], str] = input, out: TextIO | None = None, echo_input: bool = False
 ) -> None:
     """Read user lines until `quit`/`exit` (or end of input), streaming each reply to `out`.
 
     `echo_input` writes each line read after its prompt: with piped input nothing else shows what
     was asked (run_chat turns it on when stdin is not a terminal)."""
+    out = sys.stdout if out is None else out
     out.write("nanochat: type a message; 'clear' starts over, 'quit' or 'exit' leaves.\n")
     while True:
         try:
@@ -271,11 +272,12 @@ def run_chat(
     device: str = "auto",
     seed: int | None = None,
     read: Callable[[str], str] = input,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     echo_input: bool | None = None,
 ) -> int:
     """Chat with `run_dir/artifacts/checkpoints/<source>`; one-shot when `prompt` is given.
     `echo_input` None: echo the lines read when stdin is not a terminal (piped input)."""
+    out = sys.stdout if out is None else out  # looked up at call time (tests and callers may swap it)
     if not 0 <= temperature <= 2 or not 1 <= top_k <= 200 or max_tokens < 1:
         raise ValueError("temperature must be in [0, 2], top-k in [1, 200] and max tokens >= 1")
     model, tok, meta = load_chat_model(Path(run_dir) / "artifacts", source, pick_device(device))

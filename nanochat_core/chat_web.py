@@ -38,6 +38,7 @@ from starlette.background import BackgroundTask
 
 from nanochat_core.chat_cli import describe_run, load_chat_model, reply_parts
 from nanochat_core.chat_web_guard import BODY_TIMEOUT_S, Admission, Busy, HostPolicy, SameOriginOnly, uvicorn_settings
+from nanochat_core.device import resolve_device
 from nanochat_core.engine import Engine
 
 log = logging.getLogger("nanochat_core.chat_web")
@@ -187,12 +188,15 @@ class WorkerPool:
 
 def build_pool(artifacts_dir: str | Path, *, source: str = "sft", workers: int = 0, device: str = "auto") -> WorkerPool:
     """One replica per GPU (or `workers` of them), else `workers` (default 1) replicas on the CPU."""
-    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-    if device == "cuda" and not use_cuda:
-        raise ValueError("--device cuda requested but CUDA is not available")
-    if use_cuda:
+    choice = resolve_device(device)  # auto | cuda | rocm | mps | xpu | cpu; absent: DeviceUnavailable (a ValueError)
+    if choice.torch_type == "cuda":  # NVIDIA or ROCm: one replica per GPU
         count = workers or torch.cuda.device_count()
         devices = [f"cuda:{i % torch.cuda.device_count()}" for i in range(count)]
+    elif choice.torch_type == "xpu":
+        count = workers or torch.xpu.device_count()
+        devices = [f"xpu:{i % torch.xpu.device_count()}" for i in range(count)]
+    elif choice.torch_type == "mps":
+        devices = ["mps"] * max(1, workers)
     else:
         devices = ["cpu"] * max(1, workers)
     pool, meta = [], {}

@@ -76,15 +76,18 @@ def save_checkpoint(
 
 
 def _prune_older(directory: Path, step: int, rank: int, writer: bool) -> None:
-    """Once `step` is complete, delete the older steps' files (this rank's optimizer/loader state; the
-    writer's weights and meta, meta first so an older step stops counting as complete). Intermediate
-    checkpoints are for resuming only, and a d20 one with optimizer state is gigabytes."""
+    """Once `step` is complete, keep it and the complete step before it, and delete the files of older steps
+    (this rank's optimizer/loader state; the writer's weights and meta, meta first so a step stops counting
+    as complete before its weights go). Intermediate checkpoints are for resuming only, and a d20 one with
+    optimizer state is gigabytes: with a 10-minute cadence a speedrun would otherwise keep ~20 of them."""
+    complete = [int(m.group(1)) for p in directory.glob("meta_*.json") if (m := re.search(r"^meta_(\d+)\.json$", p.name))]
+    keep_from = max((s for s in complete if s < step), default=step)
 
     def older(pattern: str, regex: str) -> list[Path]:
         found = []
         for path in directory.glob(pattern):
             m = re.search(regex, path.name)
-            if m and int(m.group(1)) < step:
+            if m and int(m.group(1)) < keep_from:
                 found.append(path)
         return found
 

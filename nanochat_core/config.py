@@ -9,6 +9,7 @@ keeps the global batch identical on any number of devices.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +199,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{key}' must be a number, got {value!r}")
+        if isinstance(value, int) and abs(value) > 2**63:
+            raise ConfigError(f"'{key}' must be a finite number in range, got a {len(str(value))}-digit integer")
+        if not math.isfinite(value):
+            raise ConfigError(f"'{key}' must be a finite number, got {value!r}")  # nan, inf: never meaningful here
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -95,6 +95,8 @@ class RowStream:
 
     def _load(self, cursor: int) -> np.ndarray:
         ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[1].cancelled():
+            ahead = None  # cancelled by close()
         if ahead is not None and ahead[0] == cursor:
             future = ahead[1]
             if not future.done():
@@ -203,8 +205,13 @@ class TokenLoader:
         return sum(s.inline_loads for s in self.streams.values())
 
     def close(self) -> None:
+        """Stop prefetching: queued row groups are cancelled (the one being tokenized finishes); the loader
+        still works afterwards, loading inline."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            for stream in self.streams.values():
+                stream._executor = None
 
     def _build(self) -> tuple[torch.Tensor, torch.Tensor, dict[int, int]]:
         rows = self.rows_of(self.micro)

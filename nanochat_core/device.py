@@ -29,7 +29,7 @@ from typing import Any
 DEVICE_CHOICES = ("auto", "cuda", "rocm", "mps", "xpu", "cpu")
 
 
-class DeviceUnavailable(RuntimeError):
+class DeviceUnavailable(ValueError):
     """The requested device is not usable here; the message is one line naming what is missing."""
 
 
@@ -130,16 +130,20 @@ def probe_devices(torch_mod: Any = None) -> dict[str, tuple[bool, str]]:
     t = _torch(torch_mod)
     cuda_ok, cuda_reason = _cuda_present(t)
     rocm = _is_rocm(t)
-    out = {
+    version = getattr(t, "__version__", "?")
+    if rocm:
+        rocm_entry = (cuda_ok, cuda_reason)
+    elif getattr(t.version, "cuda", None):
+        rocm_entry = (False, f"this torch ({version}) is a CUDA (NVIDIA) build, not ROCm; install torch from the ROCm index")
+    else:
+        rocm_entry = (False, f"this torch ({version}) is not a ROCm build; install torch from the ROCm index")
+    return {
         "cuda": (cuda_ok, cuda_reason),
-        "rocm": (cuda_ok and rocm, cuda_reason if rocm or not cuda_ok else "this torch is a CUDA (NVIDIA) build, not ROCm"),
+        "rocm": rocm_entry,
         "xpu": _xpu_present(t),
         "mps": _mps_present(t),
         "cpu": (True, "CPU"),
     }
-    if not rocm and not getattr(t.version, "cuda", None):
-        out["rocm"] = (False, f"this torch ({getattr(t, '__version__', '?')}) is not a ROCm build; install torch from the ROCm index")
-    return out
 
 
 def resolve_device(requested: str = "auto", torch_mod: Any = None) -> DeviceChoice:
@@ -294,7 +298,10 @@ def has_native_bf16(device: Any, torch_mod: Any = None) -> bool:
         with contextlib.suppress(Exception):
             return bool(t.cuda.is_bf16_supported())
         return False
-    return t.cuda.get_device_capability(index)[0] >= 8
+    try:
+        return t.cuda.get_device_capability(index)[0] >= 8
+    except Exception:  # noqa: BLE001 - no GPU to ask (a "cuda" name on a CPU box): the sm_80+ default
+        return True
 
 
 ALLOCATOR_SETTING = "expandable_segments:True"
@@ -313,3 +320,10 @@ def prepare_allocator(choice: DeviceChoice, env: Any = None) -> str | None:
     if key != "PYTORCH_CUDA_ALLOC_CONF":
         env.setdefault(key, ALLOCATOR_SETTING)
     return env.get(key)
+
+
+def accum_dtype(device: Any) -> Any:
+    """The dtype for loss/byte sums: float64, except on MPS, which has no float64 (float32 there)."""
+    import torch
+
+    return torch.float32 if getattr(device, "type", str(device)) == "mps" else torch.float64

@@ -55,7 +55,7 @@ SCRATCH = "/scratch"  # the box's only writable directory: the program's cwd, HO
 FALLBACK_UID = 65534  # nobody, when no free uid range is mapped
 RUN_UID_BASE, RUN_UID_SPAN = 0x7FF00000, 1 << 20  # per-run uids are drawn from here when mapped
 TMP_MB = 64
-PROCESS_LIMIT = 64  # RLIMIT_NPROC of the per-run uid: bounds a fork bomb
+PROCESS_LIMIT = 16  # RLIMIT_NPROC (tasks: processes and threads) of the per-run uid: bounds a fork bomb to 16 x the memory limit
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 

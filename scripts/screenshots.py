@@ -1,7 +1,7 @@
 """Regenerate the screenshots in docs/screenshots/ from real bundles (no network; headless Chromium).
 
     python scripts/screenshots.py [--submissions submissions] [--bundle RUN_DIR] [--out docs/screenshots]
-                                  [--chromium /usr/bin/chromium]
+                                  [--chromium /usr/bin/chromium] [--all]
 
 Builds the leaderboard from ``--submissions`` into a temporary directory and saves:
 ``leaderboard.png`` (1440 px wide), ``leaderboard-390.png`` (a 390 px phone), ``submission.png``
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", help="run or submission directory whose report plots are saved (default: the newest submission)")
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"), help="where the PNGs go")
     parser.add_argument("--chromium", help="Chromium executable (default: chromium on PATH, else playwright's)")
+    parser.add_argument("--all", action="store_true",
+                        help="put submissions that break the ranking rules on the board too (a preview, never the public board)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "site"
-        report = build_site(args.submissions, site)
+        report = build_site(args.submissions, site, rank_rules=not args.all)
         print(f"built {report.rows} row(s), {len(report.excluded)} excluded", file=sys.stderr)
         bundle = Path(args.bundle) if args.bundle else newest_bundle(Path(args.submissions))
         if bundle is not None:

@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="compare runs, submissions or forecasts side by side (ratios against the first)",
-        description="Compare cost, time, per-phase figures, throughput and scores of two or more results.",
+        description="Compare the hardware, cost, time, per-phase figures, throughput and scores of two or more results. "
+                    "table/markdown give readable numbers and ratios in words against the first run, marked better or "
+                    "worse (\"2.30x faster (better)\", \"0.40x the cost (better)\"); csv/json keep raw numbers. "
+                    "Metrics no input recorded are listed once instead of as rows of n/a.",
     )
     parser.add_argument("refs", nargs="+", metavar="RUN", help="run dir, submission dir, result file or <preset>/<run_id>")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")

@@ -28,6 +28,9 @@ from rich.table import Table
 from bench.atomic import write_json_atomic
 from bench.config import ConfigError, load_config
 from bench.commands.pricing_args import default_nproc, pricing_from_args
+from bench.devices import DEVICE_CHOICES
+from bench.devices import resolve as resolve_device
+from bench.commands.numbers import MAX_HOURLY_RATE_USD, MAX_PROCS, bounded_float, bounded_int
 from bench.cost import PricingError
 from bench.estimate import (
     DEFAULT_SCALING_EFFICIENCY,
@@ -44,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="speedrun", help="preset from bench.toml (default: speedrun)")
     p.add_argument("--config", default=None, help="path to bench.toml (default: the one shipped with nanobench)")
-    p.add_argument("--hourly-rate", type=float, default=None,
+    p.add_argument("--hourly-rate", type=bounded_float("--hourly-rate", 0, MAX_HOURLY_RATE_USD), default=None,
                    help="USD per hour for the whole machine (required, except with --hardware when the reference "
                         "price table lists the accelerator)")
     p.add_argument("--hardware", default=None, metavar="COUNTxNAME",
@@ -54,15 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--price-source", default=None, help="where the hourly rate comes from (URL or text)")
     p.add_argument("--price-kind", choices=("on-demand", "spot", "owned"), default=None,
                    help="how the hourly rate is paid: on-demand (list price), spot (interruptible) or owned (amortised hardware + power); default: bench.toml [harness] price_kind")
-    p.add_argument("--calibration-steps", type=int, default=20, help="training steps run per training stage (default 20)")
-    p.add_argument("--calibration-examples", type=int, default=EVAL_CALIBRATION_EXAMPLES,
+    p.add_argument("--calibration-steps", type=bounded_int("--calibration-steps", 1, 100_000), default=20, help="training steps run per training stage (default 20)")
+    p.add_argument("--calibration-examples", type=bounded_int("--calibration-examples", 1, 1_000_000), default=EVAL_CALIBRATION_EXAMPLES,
                    help=f"examples per eval task in the calibration (default {EVAL_CALIBRATION_EXAMPLES})")
-    p.add_argument("--warmup-steps", type=int, default=WARMUP_STEPS, help=f"step times dropped as warm-up (default {WARMUP_STEPS})")
+    p.add_argument("--warmup-steps", type=bounded_int("--warmup-steps", 0, 100_000), default=WARMUP_STEPS, help=f"step times dropped as warm-up (default {WARMUP_STEPS})")
     p.add_argument("--out", default=None, help="write the forecast JSON (kind: forecast) here")
-    p.add_argument("--nproc", type=int, default=None, help="processes (GPUs) the forecast is for (default: visible GPUs, or 1)")
-    p.add_argument("--assume-scaling", type=float, default=DEFAULT_SCALING_EFFICIENCY,
+    p.add_argument("--nproc", type=bounded_int("--nproc", 1, MAX_PROCS), default=None, help="processes (GPUs) the forecast is for (default: visible GPUs, or 1)")
+    p.add_argument("--assume-scaling", type=bounded_float("--assume-scaling", 0, 1, lo_open=True), default=DEFAULT_SCALING_EFFICIENCY,
                    help=f"data-parallel efficiency assumed for --nproc > 1 (default {DEFAULT_SCALING_EFFICIENCY}; {SCALING_SOURCE})")
-    p.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto | cuda | rocm | mps | xpu | cpu")
     p.add_argument("--no-compile", action="store_true", help="calibrate without torch.compile (as `run --no-compile`)")
     p.add_argument("--cache-dir", default=None, help="download cache (default from bench.toml)")
     p.add_argument("--scratch-dir", default=None, help="calibration run directory (default: a temporary one, removed)")
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         if args.hourly_rate is None:
             raise ValueError("--hourly-rate USD is required (the whole machine's price per hour); "
                              "or forecast named hardware offline with --hardware 8xH100")
+        resolve_device(args.device)  # an absent device: one line (DeviceUnavailable is a ValueError)
         _check_nproc_here(args.nproc, args.device)
         pricing = pricing_from_args(args, cfg.harness)
         opts = EstimateOptions(

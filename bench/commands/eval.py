@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 from nanochat_core.config import WorkloadConfig, from_dict
+from nanochat_core.device import DeviceUnavailable
+from bench.commands.numbers import bounded_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,9 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", choices=("core", "chat"), help="core: CORE on the base checkpoint; chat: ChatCORE on a chat checkpoint")
     p.add_argument("--run-dir", required=True, help="a run directory with artifacts/ (tokenizer, checkpoints)")
-    p.add_argument("--max-per-task", type=int, default=None, help="CORE examples per task (-1 = all)")
+    p.add_argument("--max-per-task", type=bounded_int("--max-per-task", -1, 10_000_000, exclude=(0,)), default=None, help="CORE examples per task (-1 = all)")
     p.add_argument("--bundle", choices=("offline", "download"), default=None, help="CORE task data")
-    p.add_argument("--max-problems", type=int, default=None, help="ChatCORE problems per task (-1 = all)")
+    p.add_argument("--max-problems", type=bounded_int("--max-problems", -1, 10_000_000, exclude=(0,)), default=None, help="ChatCORE problems per task (-1 = all)")
     p.add_argument("--source", choices=("mid", "sft", "rl"), default=None, help="chat checkpoint to score")
     p.add_argument("--device", default="auto", help="auto (a GPU when present, else CPU), cpu or cuda")
     p.add_argument("--cache-dir", default=None, help="where eval data is cached (default: the nanobench cache dir)")
@@ -52,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
         ce = dataclasses.replace(ce, source=args.source)
     cfg = dataclasses.replace(cfg, base_eval=be, chat_eval=ce)
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else load_config().cache_dir
-    rt = init_runtime(device=args.device, seed=cfg.seed, observer=ListObserver(), artifacts_dir=run_dir / "artifacts", cache_dir=cache)
+    try:
+        rt = init_runtime(device=args.device, seed=cfg.seed, observer=ListObserver(), artifacts_dir=run_dir / "artifacts", cache_dir=cache)
+    except DeviceUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.which == "core":
         from nanochat_core.stages import base_eval as stage
     else:

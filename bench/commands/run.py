@@ -18,6 +18,8 @@ from filelock import FileLock, Timeout
 from bench.atomic import write_json_atomic
 from bench.config import TRAINING_STAGES, ConfigError, load_config, workload_to_json
 from bench.commands.pricing_args import default_nproc, pricing_from_args
+from bench.launch_record import validate_launch_record
+from bench.commands.numbers import MAX_ENERGY_PRICE_USD, MAX_HOURLY_RATE_USD, MAX_NODES, MAX_PROCS, bounded_float, bounded_int
 from bench.cost import Pricing, PricingError
 from bench.devices import DEVICE_CHOICES, DeviceUnavailable, prepare_stage_environment
 from bench.devices import resolve as resolve_device
@@ -42,21 +44,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="speedrun", help="preset from bench.toml (default: speedrun)")
     p.add_argument("--config", default=None, help="path to bench.toml (default: the one shipped with nanobench)")
-    p.add_argument("--hourly-rate", type=float, default=None, metavar="USD",
+    p.add_argument("--hourly-rate", type=bounded_float("--hourly-rate", 0, MAX_HOURLY_RATE_USD), default=None, metavar="USD",
                    help="REQUIRED for a new run: USD per hour for the whole machine (0 to measure time only)")
     p.add_argument("--price-source", default=None, help="where the hourly rate comes from (URL or text)")
     p.add_argument("--price-kind", choices=("on-demand", "spot", "owned"), default=None,
                    help="how the hourly rate is paid: on-demand (list price), spot (interruptible) or owned (amortised hardware + power); default: bench.toml [harness] price_kind")
     p.add_argument("--captured-on", default=None, help="date the price was read (YYYY-MM-DD, default today)")
-    p.add_argument("--energy-price", type=float, default=None, help="USD per kWh: adds measured energy cost")
+    p.add_argument("--energy-price", type=bounded_float("--energy-price", 0, MAX_ENERGY_PRICE_USD), default=None, help="USD per kWh: adds measured energy cost")
     p.add_argument("--runs-dir", default=None, help="where run directories go (default from bench.toml)")
     p.add_argument("--run-id", default=None, help="name of the run directory (default: time-preset-random)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run")
     p.add_argument("--phases", default=None, help=f"comma-separated subset of: {','.join(PHASE_NAMES)}")
     p.add_argument("--skip", default=None, help="comma-separated phases to skip (their checkpoints must exist)")
-    p.add_argument("--nproc", type=int, default=None, help="processes per node (default: visible GPUs, or 1)")
-    p.add_argument("--nnodes", type=int, default=1, help="machines taking part in a multi-node run (default 1); >1 needs --job-id and --rdzv-endpoint")
-    p.add_argument("--node-rank", type=int, default=0, help="this machine's index in a multi-node run, 0..NNODES-1 (0 = the node that writes the bundle)")
+    p.add_argument("--nproc", type=bounded_int("--nproc", 1, MAX_PROCS), default=None, help="processes per node (default: visible GPUs, or 1)")
+    p.add_argument("--nnodes", type=bounded_int("--nnodes", 1, MAX_NODES), default=1, help="machines taking part in a multi-node run (default 1); >1 needs --job-id and --rdzv-endpoint")
+    p.add_argument("--node-rank", type=bounded_int("--node-rank", 0, MAX_NODES - 1), default=0, help="this machine's index in a multi-node run, 0..NNODES-1 (0 = the node that writes the bundle)")
     p.add_argument("--rdzv-endpoint", default=None,
                    help="multi-node: HOST:PORT on node 0 (node 0 serves the rendezvous there; every node passes the same)")
     p.add_argument("--job-id", default=None,
@@ -72,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "network unreachable, disk short); a wrong device or batch that cannot divide still stops")
     p.add_argument("--allow-busy", action="store_true",
                    help="a run measured on a busy machine (see result.json run_conditions) may still be ranked")
+    p.add_argument("--allow-unsandboxed-code", action="store_true",
+                   help="let chat_eval run model-written code (HumanEval) without an OS sandbox where none works "
+                        "on this machine (default: refuse); the result records the mechanism that ran")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run the preset N times and report mean, standard deviation and min of each figure")
     p.set_defaults(func=run)
@@ -82,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         print(f"error: --repeat must be >= 1, got {args.repeat}", file=sys.stderr)
         return 2
+    if getattr(args, "allow_unsandboxed_code", False):
+        import os
+
+        os.environ["NANOBENCH_ALLOW_UNSANDBOXED_CODE"] = "1"  # inherited by the stage processes
     if args.repeat == 1:
         return _run_once(args)
     if args.resume:
@@ -137,7 +146,8 @@ def _run_once(args: argparse.Namespace) -> int:
     if resume_dir is None and not getattr(args, "skip_preflight", False):
         try:
             pf = run_preflight(preset, phases=phases, nproc=launch.nproc, nnodes=launch.nnodes, device_kind=device.kind,
-                               cache_dir=cache_dir, hourly_rate=pricing.hourly_rate_usd)
+                               cache_dir=cache_dir, hourly_rate=pricing.hourly_rate_usd,
+                               submissions_dir=Path(__file__).resolve().parents[2] / "submissions")
         except Exception as exc:  # noqa: BLE001 - advisory checks must not crash the run; say what failed
             print(f"preflight: could not complete ({type(exc).__name__}: {exc}); continuing without it", file=sys.stderr)
             pf = None
@@ -151,8 +161,7 @@ def _run_once(args: argparse.Namespace) -> int:
         stage_options.setdefault("sft", {})["device_batch_size"] = preflight_record["divisibility"]["sft_device_batch"]
     allow_busy = bool(getattr(args, "allow_busy", False) or saved.get("allow_busy"))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    real_dir = run_dir.resolve()  # one lock per real directory: a symlinked or relative path is the same run
-    lock = FileLock(str(real_dir.parent / f".{real_dir.name}.lock"))
+    lock = FileLock(str(run_lock_path(run_dir)))
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -240,6 +249,12 @@ def _run_once(args: argparse.Namespace) -> int:
     return 0 if result["valid"] else 3
 
 
+def run_lock_path(run_dir: Path) -> Path:
+    """The lock of a run directory, named by its real path: a symlinked or relative alias is the same run."""
+    real = Path(run_dir).resolve()
+    return real.parent / f".{real.name}.lock"
+
+
 def _check_launch_args(args: argparse.Namespace) -> None:
     """Process counts and the run id, checked before anything is created."""
     if args.nproc is not None and args.nproc < 1:
@@ -291,6 +306,7 @@ def _load_launch(run_dir: Path) -> dict:
     missing = [k for k in ("preset", "pricing", "phases", "launch", "probe") if not isinstance(saved, dict) or k not in saved]
     if missing:
         raise ValueError(f"--resume {run_dir}: launch.json lacks {', '.join(missing)}")
+    validate_launch_record(saved, run_dir)  # every value re-checked, as if given on the command line
     return saved
 
 

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from bench.commands.numbers import bounded_float, bounded_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("selftest", help="prepared hardware checks (--gpu: smoke + d20 speedrun-batch steps)",
@@ -19,11 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="gpu_check.json", help="where the JSON of figures goes (default: gpu_check.json)")
     p.add_argument("--device", default=None, help="device for the check (default: cuda; cpu with --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="run the same steps on the CPU with tiny presets")
-    p.add_argument("--steps", type=int, default=30, help="d20 optimizer steps (default 30)")
-    p.add_argument("--vocab", type=int, default=16_384, help="tokenizer size for d20 on the shipped corpus (default 16384)")
+    p.add_argument("--steps", type=bounded_int("--steps", 1, 100_000), default=30, help="d20 optimizer steps (default 30)")
+    p.add_argument("--vocab", type=bounded_int("--vocab", 265, 2**20), default=16_384, help="tokenizer size for d20 on the shipped corpus (default 16384)")
     p.add_argument("--skip-smoke", action="store_true", help="only the d20 part")
     p.add_argument("--probe-d20", action="store_true", help="also run the determinism probe on d20 (adds minutes)")
-    p.add_argument("--timeout", type=float, default=540.0, help="overall time budget in seconds (default 540)")
+    p.add_argument("--timeout", type=bounded_float("--timeout", 0, 86_400, lo_open=True), default=540.0, help="overall time budget in seconds (default 540)")
     p.set_defaults(func=run)
 
 

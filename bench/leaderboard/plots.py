@@ -112,9 +112,12 @@ def score_svg(rows: Sequence[Any], *, x: str, title: str) -> str:
         if other:
             ax.scatter([max(float(getattr(r, x)), 1e-6) for r in other], [float(r.core) for r in other], s=40,
                        facecolors="none", edgecolors=ACCENT, zorder=3, label="other score label (not comparable)")
-        for r in scored:
-            ax.annotate(f"#{r.rank}", (max(float(getattr(r, x)), 1e-6), float(r.core)), textcoords="offset points",
-                        xytext=(6, 4), fontsize=8, color=TEXT)
+        spots: dict[tuple[float, float], list[str]] = {}
+        for r in scored:  # runs at the same spot share one label ("#1, #2"), never overprinted
+            spot = (round(math.log10(max(float(getattr(r, x)), 1e-6)), 2), round(float(r.core), 4))
+            spots.setdefault(spot, []).append(f"#{r.rank}" if r.rank else "time only")
+        for (lx, ly), names in spots.items():
+            ax.annotate(", ".join(names), (10 ** lx, ly), textcoords="offset points", xytext=(6, 4), fontsize=8, color=TEXT)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _tick(v, money=x == "usd")))

@@ -64,7 +64,39 @@
     th.setAttribute("aria-sort", direction);
   }
 
+  /* phones: the header row is hidden (rows become cards), so each board gets a "Sort by" list */
+  function addSortSelect(board) {
+    var heads = Array.prototype.slice.call(board.querySelectorAll("th[data-sort-key]"));
+    var wrap = board.querySelector(".table-wrap");
+    if (!heads.length || !wrap) {
+      return;
+    }
+    var label = document.createElement("label");
+    label.className = "mobile-sort";
+    label.appendChild(document.createTextNode("Sort by "));
+    var select = document.createElement("select");
+    select.setAttribute("data-sort-select", "");
+    heads.forEach(function (th, index) {
+      var name = th.getAttribute("data-sort-label") || th.textContent.trim();
+      var first = th.getAttribute("data-sort-first") || "ascending";
+      var second = first === "ascending" ? "descending" : "ascending";
+      [first, second].forEach(function (direction) {
+        var option = document.createElement("option");
+        option.value = index + ":" + direction;
+        option.textContent = name + (direction === "ascending" ? " \u2191" : " \u2193");
+        select.appendChild(option);
+      });
+    });
+    select.addEventListener("change", function () {
+      var parts = select.value.split(":");
+      sortBoard(board, heads[Number(parts[0])], parts[1]);
+    });
+    label.appendChild(select);
+    board.insertBefore(label, wrap);
+  }
+
   boards.forEach(function (board) {
+    addSortSelect(board);
     board.querySelectorAll("th[data-sort-key]").forEach(function (th) {
       var button = th.querySelector("button.sort");
       if (!button) {

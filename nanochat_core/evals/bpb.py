@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from nanochat_core.device import accum_dtype
+
 
 @torch.no_grad()
 def evaluate_bpb(
@@ -29,7 +31,7 @@ def evaluate_bpb(
 
     device = torch.device(device)
     token_bytes = token_bytes.to(device)
-    nats = torch.zeros((), dtype=torch.float64, device=device)
+    nats = torch.zeros((), dtype=accum_dtype(device), device=device)  # float32 on MPS (no float64 there)
     nbytes = torch.zeros((), dtype=torch.int64, device=device)
     mine = windows[rank::world_size]
     was_training = model.training
@@ -41,7 +43,7 @@ def evaluate_bpb(
             loss = model(x, y, loss_reduction="none")
         counts = token_bytes[y]
         keep = counts > 0
-        nats += (loss.double() * keep).sum()
+        nats += (loss.to(nats.dtype) * keep).sum()
         nbytes += counts.sum()
     model.train(was_training)
     if all_reduce is not None:

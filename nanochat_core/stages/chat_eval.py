@@ -42,6 +42,8 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, out_subdir: str = "", side_work: bo
     # Model-written code runs only inside an OS sandbox (or with the user's explicit permission):
     # decide before anything is generated, and record which mechanism ran.
     code_sandbox = tasks["HumanEval"].check_sandbox() if "HumanEval" in tasks else None
+    if code_sandbox is not None:
+        rt.log(f"chat_eval: HumanEval programs run in the '{code_sandbox}' sandbox (see nanochat_core/sandbox.py)")
 
     model, meta = load_model(checkpoint_dir(rt.artifacts_dir, ce.source), rt.device)
     tokenizer = Tokenizer.load(rt.artifacts_dir / "tokenizer")

@@ -22,6 +22,7 @@ from nanochat_core.chat_format import render_conversation
 from nanochat_core.common import Runtime
 from nanochat_core.config import WorkloadConfig
 from nanochat_core.conversation_loader import ConversationTokenStream
+from nanochat_core.device import accum_dtype
 from nanochat_core.evals.bpb import evaluate_bpb
 from nanochat_core.finetune import build_optimizer, load_start_model, restore_stage, save_stage
 from nanochat_core.model import GPT
@@ -130,8 +131,8 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
         if total is not None:
             last_step = step >= total
         if last_step or (mc.eval_every > 0 and step % mc.eval_every == 0 and (step > start_step or step == 0)):
-            val_bpb = evaluate_bpb(
-                model, val, token_bytes, batch_size=B, rank=rt.rank, world_size=rt.world_size,
+            val_bpb = evaluate_bpb(  # with the model that trains (compiled when compiling), as ORIG
+                train_model, val, token_bytes, batch_size=B, rank=rt.rank, world_size=rt.world_size,
                 device=rt.device, autocast=rt.autocast, all_reduce=rt.all_reduce_sum,
             )
             min_val_bpb = min(min_val_bpb, val_bpb)
@@ -159,7 +160,7 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
         rt.synchronize()
         dt = time.perf_counter() - t0
         # ---- bookkeeping: global loss, progress, end of the pass ----
-        stats = torch.tensor([float(loss_sum.item()) / grad_accum, loader.progress, float(loader.exhausted)], dtype=torch.float64, device=rt.device)
+        stats = torch.tensor([float(loss_sum.item()) / grad_accum, loader.progress, float(loader.exhausted)], dtype=accum_dtype(rt.device), device=rt.device)
         rt.all_reduce_sum(stats)
         last_loss = float(stats[0]) / rt.world_size
         step += 1

@@ -139,6 +139,7 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, probe_steps: int | str = 0, stop_af
         if probe_steps and step == probe_steps and probe["params_sha256"] is None:
             probe["params_sha256"] = params_sha256(model) if rt.is_main else None  # replicated weights: one rank hashes
             if stop_after_probe:
+                loader.close()
                 return {"probe": probe, "steps": steps, "device_batch_size": B, "grad_accum": loader.grad_accum}
         last_step = step == steps
         # val bpb at step 0 too (as ORIG), with the model that trains (compiled when compiling, as ORIG)
@@ -205,6 +206,7 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, probe_steps: int | str = 0, stop_af
     timed_steps = max(0, steps - (pc.timing_skip_steps + 1))  # train_time (restored on resume) covers them all
     steady_tok_s = pc.total_batch_tokens * timed_steps / train_time if train_time > 0 else None
     peak_mem = torch.cuda.max_memory_allocated(rt.device) if rt.device.type == "cuda" else None
+    loader.close()  # queued row-group prefetches would otherwise delay the process exit
     return {
         "val_bpb": val_bpb,
         "min_val_bpb": history["min_val_bpb"],

@@ -24,6 +24,7 @@ from nanochat_core.chat_format import render_for_completion
 from nanochat_core.common import Runtime
 from nanochat_core.config import RLConfig, WorkloadConfig
 from nanochat_core.conversation_loader import collate_conversations
+from nanochat_core.device import accum_dtype
 from nanochat_core.engine import Engine
 from nanochat_core.finetune import build_optimizer, find_source, load_start_model, restore_stage, save_stage
 from nanochat_core.observer import EVAL, LOG, PROGRESS, STEP
@@ -205,7 +206,7 @@ def run(cfg: WorkloadConfig, rt: Runtime) -> dict[str, Any]:
         rt.synchronize()
         dt = time.perf_counter() - t0
         # ---- bookkeeping ----
-        stats = torch.tensor([reward_sum / per_rank, loss_sum, float(step_tokens)], dtype=torch.float64, device=rt.device)
+        stats = torch.tensor([reward_sum / per_rank, loss_sum, float(step_tokens)], dtype=accum_dtype(rt.device), device=rt.device)
         rt.all_reduce_sum(stats)
         mean_reward, last_loss = float(stats[0]) / rt.world_size, float(stats[1]) / rt.world_size
         sampled_tokens += int(stats[2])

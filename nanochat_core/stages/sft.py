@@ -24,6 +24,7 @@ from nanochat_core import checkpoint as ckpt
 from nanochat_core.common import Runtime
 from nanochat_core.config import SFTConfig, WorkloadConfig
 from nanochat_core.conversation_loader import ConversationBatches
+from nanochat_core.device import accum_dtype
 from nanochat_core.evals.chat import evaluate_categorical
 from nanochat_core.finetune import build_optimizer, find_source, load_start_model, restore_stage, save_stage
 from nanochat_core.model import GPT
@@ -70,7 +71,7 @@ def validation_loss(model: GPT, batches: ConversationBatches, steps: int, rt: Ru
     """
     was_training = model.training
     model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=rt.device)  # (sum of batch means, batches)
+    sums = torch.zeros(2, dtype=accum_dtype(rt.device), device=rt.device)  # (sum of batch means, batches)
     for _ in range(steps):
         x, y = batches.next()
         valid = int((y >= 0).sum())
@@ -78,7 +79,7 @@ def validation_loss(model: GPT, batches: ConversationBatches, steps: int, rt: Ru
             continue
         with rt.autocast():
             loss = model(x, y)  # the batch's mean over its valid targets
-        sums[0] += loss.double()
+        sums[0] += loss.to(sums.dtype)
         sums[1] += 1
     model.train(was_training)
     rt.all_reduce_sum(sums)
@@ -177,7 +178,7 @@ def run(cfg: WorkloadConfig, rt: Runtime, *, device_batch_size: int | str | None
         rt.synchronize()
         dt = time.perf_counter() - t0
         # ---- bookkeeping ----
-        stats = torch.tensor([float(loss_sum.item()) / grad_accum, float(valid_sum.item())], dtype=torch.float64, device=rt.device)
+        stats = torch.tensor([float(loss_sum.item()) / grad_accum, float(valid_sum.item())], dtype=accum_dtype(rt.device), device=rt.device)
         rt.all_reduce_sum(stats)
         last_loss = float(stats[0]) / rt.world_size
         step_tokens = int(stats[1])

@@ -52,3 +52,19 @@ def test_first_leaderboard_build_prints_no_matplotlib_log_line(tmp_path):
     assert (tmp_path / "mpl").exists()  # matplotlib did start from scratch
     assert "matplotlib" not in (proc.stdout + proc.stderr).lower(), proc.stderr
     assert "font cache" not in (proc.stdout + proc.stderr).lower()
+
+
+def test_readme_explains_how_a_submission_reaches_the_board_with_commands_that_parse():
+    import re
+    import shlex
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## How a submission reaches the public board")
+    section = readme[start:readme.index("\n## ", start + 1)]
+    for word in ("Fork", "Run", "Submit", "pull request", "submissions/keys/"):
+        assert word in section, word
+    commands = re.findall(r"`nanobench ([^`]+)`", section)
+    assert len(commands) >= 5
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command))  # argparse exits (failing the test) on an unknown flag

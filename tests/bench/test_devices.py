@@ -197,3 +197,40 @@ def test_allocator_gets_expandable_segments_unless_configured():
     assert dm.prepare_allocator(dm.DeviceChoice("rocm", "rocm", "cuda", ""), env) == "expandable_segments:True"
     assert env["PYTORCH_HIP_ALLOC_CONF"] == "expandable_segments:True"
     assert dm.prepare_allocator(dm.DeviceChoice("cpu", "cpu", "cpu", ""), {}) is None
+
+
+def test_mps_sums_avoid_float64():
+    """MPS has no float64: loss/byte sums (bpb, SFT/mid/RL stats) use float32 there, float64 elsewhere."""
+    assert dm.accum_dtype(torch.device("mps")) == torch.float32
+    assert dm.accum_dtype(torch.device("cpu")) == dm.accum_dtype(torch.device("cuda", 0)) == torch.float64
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_estimate_and_eval_refuse_an_absent_device_in_one_line(tmp_path, capsys):
+    from bench.cli import main as cli_main
+    from bench.config import load_config, workload_to_json
+
+    assert cli_main(["estimate", "--preset", "smoke", "--hourly-rate", "1", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda is not available" in err and "Traceback" not in err
+    (tmp_path / "config.json").write_text(workload_to_json(load_config().preset("smoke").workload))
+    assert cli_main(["eval", "core", "--run-dir", str(tmp_path), "--device", "rocm"]) == 2
+    err = capsys.readouterr().err
+    assert "--device rocm is not available" in err and "not a ROCm build" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_chat_server_refuses_an_absent_device(tmp_path):
+    from nanochat_core.chat_web import build_pool
+
+    with pytest.raises(ValueError, match="--device cuda is not available: this torch"):
+        build_pool(tmp_path, device="cuda")
+    with pytest.raises(ValueError, match="--device mps is not available"):
+        build_pool(tmp_path, device="mps")
+
+
+def test_rocm_on_a_cuda_build_without_gpus_says_it_is_not_rocm():
+    with pytest.raises(dm.DeviceUnavailable, match="CUDA \\(NVIDIA\\) build, not ROCm"):
+        dm.resolve_device("rocm", fake_torch(cuda="12.8", gpus=[]))
+    with pytest.raises(dm.DeviceUnavailable, match="ROCm but sees no GPU"):
+        dm.resolve_device("rocm", fake_torch(hip="6.3", gpus=[]))

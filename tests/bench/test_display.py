@@ -92,3 +92,18 @@ def test_live_bar_fits_one_80_column_row():
         assert len(lines) == 1 and "None" not in text and "ETA ?" in text and "loss 8.300" in text
     finally:
         display.phase_finished("base_eval", 1.0, True, None)
+
+
+def test_messages_with_bracketed_paths_are_not_markup():
+    """A gloo log line like '[/__w/pytorch/...cpp:123]' once crashed the live display (rich MarkupError)."""
+    import io
+
+    from rich.console import Console
+
+    from bench.display import RunDisplay
+
+    buf = io.StringIO()
+    display = RunDisplay(hourly_rate=24, console=Console(file=buf, width=80, force_terminal=False), live=False)
+    display.message("[W socket.cpp:697] [/__w/pytorch/pytorch/torch/csrc/distributed/c10d/socket.cpp:697] [c10d] hi")
+    display.message("[FAILED] stage pretrain exited with 1")
+    assert "[/__w/pytorch" in buf.getvalue() and "[FAILED]" in buf.getvalue()

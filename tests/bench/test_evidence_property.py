@@ -71,12 +71,12 @@ def _ranked_numbers(result: dict[str, Any]) -> dict[str, Any]:
     out.update({"core.score": (metrics.get("core") or {}).get("score"), "chatcore.score": (metrics.get("chatcore") or {}).get("score")})
     for key in ("val_bpb", "tok_per_s", "total_training_time", "world_size", "pretrain_steps"):
         out[key] = metrics.get(key)
-    out["system"] = json.dumps(result.get("system"), sort_keys=True)
+    out["system"] = result.get("system")  # compared by value: 0 and 0.0 describe the same machine
     return out
 
 
 def _agrees(key: str, old: Any, new: Any) -> bool:
-    if isinstance(old, bool) or isinstance(old, str) or old is None:
+    if isinstance(old, (bool, str, dict, list)) or old is None:
         return old == new
     if isinstance(old, int) and key in ("world_size", "pretrain_steps"):
         return old == new

@@ -4,7 +4,6 @@ per-node artifact writers, and the CLI's checks. The two-node `smoke` run is in 
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -187,10 +186,11 @@ def test_local_rank_0_of_every_node_writes_the_checkpoint_weights_and_meta(tmp_p
     (["--nnodes", "2", "--job-id", "j1", "--rdzv-endpoint", "localhost"], "HOST:PORT"),
     (["--job-id", "j1"], "--job-id is for multi-node"),
 ])
-def test_cli_refuses_incomplete_multi_node_launches(tmp_path, extra, message):
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--preset", "smoke", "--hourly-rate", "1", "--device", "cpu",
-           "--runs-dir", str(tmp_path / "runs"), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+def test_cli_refuses_incomplete_multi_node_launches(tmp_path, capsys, extra, message):
+    from bench.cli import main
+
+    code = main(["run", "--preset", "smoke", "--hourly-rate", "1", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()

@@ -23,7 +23,7 @@ def test_smoke_on_eight_processes_runs_or_refuses_up_front(tmp_path):
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "bench.cli", "run", "--preset", "smoke", "--hourly-rate", "1", "--device", "cpu",
            "--nproc", "8", "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "cache"), "--key-dir", str(tmp_path / "keys"),
-           "--run-id", "eight"]
+           "--run-id", "eight", "--yes"]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=7200)

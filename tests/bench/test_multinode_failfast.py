@@ -60,10 +60,11 @@ def test_a_raising_rank_ends_the_job_within_seconds_and_is_named(tmp_path: Path)
     assert code != 0
     outcome = proc.outcome("pretrain", code)
     assert not outcome.ok
-    assert outcome.error.startswith("rank 1 (node 0, local rank 1) failed first: ValueError: boom on rank 1")
+    assert outcome.error.startswith("stage 'pretrain' exited with code")
+    assert "first recorded failure: rank 1 (node 0, local rank 1): ValueError: boom on rank 1" in outcome.error
     assert "Traceback (most recent call last)" in outcome.error and "the planted failure" in outcome.error
     assert "rank 7" not in outcome.error
-    assert "failed first" in failing_ranks_report(run_dir, "pretrain")
+    assert "first recorded failure: rank 1" in failing_ranks_report(run_dir, "pretrain")
     # seconds, not a collective timeout: process start under torchrun dominates on a loaded 2-core box
     assert elapsed < 90, f"the failing job took {elapsed:.0f}s to end"
 

@@ -1,6 +1,7 @@
 """Two nodes on one machine: two harness processes (`--nnodes 2 --node-rank 0/1`, separate run, cache and
 artifact directories: nothing shared but the loopback rendezvous) run `smoke` to one bundle that `verify`
-accepts, that lists both nodes, and whose val bpb and CORE equal a one-process run's.
+accepts, that lists both nodes, and whose val bpb and CORE equal a one-process run's
+(val bpb to reduction-order noise; CORE up to a near-tie example flipped by that noise).
 
 Slow: a one-process smoke run takes ~5 minutes on a 2-core box and the two-node run about twice that."""
 
@@ -33,12 +34,14 @@ def _env() -> dict[str, str]:
 def _run_args(root: Path, name: str) -> list[str]:
     return [sys.executable, "-m", "bench.cli", "run", "--preset", "smoke", "--hourly-rate", "1", "--device", "cpu",
             "--nproc", "1", "--runs-dir", str(root / name / "runs"), "--cache-dir", str(root / name / "cache"),
-            "--key-dir", str(root / "keys")]
+            "--key-dir", str(root / "keys"), "--yes"]
 
 
 def _verify(run_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", "verify", str(run_dir)], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    # the workload identity is compared with the one-process run below, so this test does not depend on
+    # bench/pins/smoke.json being current for the code under test
+    return subprocess.run([sys.executable, "-m", "bench.cli", "verify", "--no-preset-pins", str(run_dir)], cwd=REPO,
+                          env=_env(), capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -92,6 +95,13 @@ def test_two_nodes_run_smoke_to_one_bundle_equal_to_one_process(tmp_path):
     m, r = result["metrics"], ref["metrics"]
     print(f"val bpb: two-node {m['val_bpb']!r} vs one-process {r['val_bpb']!r}; "
           f"CORE: {m['core']['score']!r} vs {r['core']['score']!r}")
-    assert m["val_bpb"] == pytest.approx(r["val_bpb"], rel=1e-4)
-    assert m["core"]["score"] == pytest.approx(r["core"]["score"], abs=0.01)
-    assert result["workload"]["tokenizer_sha256"] == ref["workload"]["tokenizer_sha256"]
+    assert m["val_bpb"] == pytest.approx(r["val_bpb"], rel=1e-4)  # measured: 6e-6 (reduction order of 2 ranks)
+    # CORE: smoke scores 8 examples per task with a tiny model, so the ~1e-5 weight noise of a different
+    # reduction order can flip a near-tie (measured once: one COPA example, CORE -0.0323 vs -0.0185, and the
+    # same checkpoint scored -0.0323 by one process: the distributed eval itself is exact). At most 2 flips.
+    ta, tb = m["core"]["task_details"], r["core"]["task_details"]
+    assert set(ta) == set(tb)
+    flips = sum(round(abs(ta[k]["accuracy"] - tb[k]["accuracy"]) * ta[k]["n"]) for k in ta)
+    assert flips <= 2, {k: (ta[k]["accuracy"], tb[k]["accuracy"]) for k in ta if ta[k] != tb[k]}
+    for key in ("code_sha256", "config_sha256", "data_manifest_sha256", "eval_data_sha256", "tokenizer_sha256"):
+        assert result["workload"].get(key) == ref["workload"].get(key), key

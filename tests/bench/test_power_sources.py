@@ -194,3 +194,28 @@ def test_amdsmi_visible_devices_and_auto_fallback():
     no_nvml = FakeNvml([1.0], clock, init_error="NVML Shared Library Not Found")
     r = _phase(PowerMonitor(nvml=no_nvml, amdsmi=fake, rapl_root=None, clock=clock, used=1), clock)
     assert r["energy_source"] == "amdsmi_counter" and r["gpu_energy_joules"] == pytest.approx([1000.0], rel=1e-4)
+
+
+def test_pipeline_charges_the_launchs_gpus(tmp_path, monkeypatch):
+    """bench.pipeline.execute opens the power monitor for the stages' device, visible GPUs and nproc."""
+    from bench import pipeline
+    from bench.config import load_config
+    from bench.display import RunDisplay
+    from bench.phases import Launch
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_monitor(**kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "PowerMonitor", fake_monitor)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,GPU-bbbb")
+    plan = pipeline.RunPlan(preset=load_config().preset("smoke"), run_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
+                            launch=Launch(nproc=1, device="cuda"), phases=[], hourly_rate=0.0)
+    with pytest.raises(Stop):
+        pipeline.execute(plan, RunDisplay(hourly_rate=0.0))
+    assert seen["device"] == "cuda" and seen["visible"] == "GPU-aaaa,GPU-bbbb" and seen["used"] == 1

@@ -177,3 +177,15 @@ def test_a_dns_failure_is_not_retried(tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match="cannot resolve host example.invalid.*not retried"):
         download_file("http://example.invalid/shard.parquet", tmp_path / "x", retries=5, backoff=5.0)
     assert len(calls) == 1  # one attempt, no backoff sleeps
+
+
+def test_run_smoke_at_16_processes_refuses_before_any_phase(tmp_path, capsys, monkeypatch):
+    from bench.cli import main
+
+    monkeypatch.setattr("bench.preflight.cpu_hardware", lambda flops=None: __import__("bench.whatif", fromlist=["x"]).cpu_hardware(50e9))
+    code = main(["run", "--preset", "smoke", "--hourly-rate", "1", "--nproc", "16", "--device", "cpu", "--yes",
+                 "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "STOP: pretrain: 8 rows per step" in err and "choose another --nproc" in err
+    assert not (tmp_path / "runs").exists()

@@ -226,3 +226,8 @@ def test_auto_device_batch_probes_the_training_model_and_resets_peak_stats(monke
     assert record["probed_compiled_model"] is True and record["min_over_ranks"] == 4
     assert record["start"] == 256  # nanochat's 32 scaled to seq 16 (x128) and 8 GiB; the rows (16) cap it
     assert record["allocator"] == "expandable_segments:True" and "largest that fits" in record["why"]
+
+
+def test_probe_seconds_are_recorded():
+    _, tried = search_device_batch(rows_per_rank=8, start=8, budget_bytes=10**15, probe=_fake_probe(1, 0, oom_above=4))
+    assert all(t["seconds"] >= 0 for t in tried) and [t["fits"] for t in tried] == [False, True]

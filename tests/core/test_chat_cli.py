@@ -94,3 +94,55 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "no sft checkpoint" in capsys.readouterr().err and "available: mid" in str(
         pytest.raises(FileNotFoundError, load_chat_model, run / "artifacts", "sft").value
     )
+
+
+# ---- issue 18 item 9: tool calls rendered, piped input echoed, run named, smoke warned ------------------
+
+def test_tool_calls_are_rendered_never_raw():
+    from tool_call_fixtures import tool_call_engine
+
+    from nanochat_core.chat_cli import ReplyPart
+
+    engine, answer = tool_call_engine("12+7", " so it is 19")
+    session = ChatSession(engine, max_tokens=64, seed=0)
+    parts = list(session.reply_parts("What is 12 + 7?"))
+    assert parts[0] == ReplyPart("tool_call", "12+7") and parts[1] == ReplyPart("tool_result", answer)
+    assert "".join(p.text for p in parts[2:] if p.kind == "text") == " so it is 19"
+    # the conversation keeps the real tokens (the model sees its own tool use next turn) ...
+    assert "<|python_start|>12+7<|python_end|><|output_start|>19<|output_end|>" in engine.tokenizer.decode(session.tokens)
+    # ... while the terminal shows a readable call and result, and no special token
+    shown = "".join(session.reply("again"))
+    assert shown == "[calculator: 12+7] [= 19] so it is 19"
+    assert "<|" not in shown
+
+
+def test_piped_input_is_echoed(engine):
+    lines = iter(["Hello there\n", "quit\n"])
+    out = io.StringIO()
+    chat_loop(ChatSession(engine, max_tokens=4, seed=2), read=lambda prompt: (out.write(prompt), next(lines))[1], out=out, echo_input=True)
+    assert "User: Hello there\n" in out.getvalue()
+    quiet = io.StringIO()
+    lines = iter(["Hello there\n", "quit\n"])
+    chat_loop(ChatSession(engine, max_tokens=4, seed=2), read=lambda prompt: (quiet.write(prompt), next(lines))[1], out=quiet)
+    assert "Hello there" not in quiet.getvalue()  # a terminal already shows what was typed
+
+
+def test_nanobench_chat_with_piped_stdin_echoes_and_names_the_run(tmp_path, monkeypatch, capsys):
+    import json
+
+    run = save_chat_run(tmp_path / "20260101T000000Z-smoke-abc123")
+    (run / "launch.json").write_text(json.dumps({"preset": "smoke"}))
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is 12 + 7?\nquit\n"))  # piped: not a terminal
+    assert nanobench(["chat", "--run-dir", str(run), "--max-tokens", "4", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "User: What is 12 + 7?\n" in out
+    assert "run 20260101T000000Z-smoke-abc123: sft checkpoint, step 1, preset smoke" in out
+    assert "warning: " in out and "nonsense" in out
+
+
+@pytest.mark.parametrize("flag", [["--top-k", "9" * 5000], ["--temperature", "nan"], ["--temperature", "inf"], ["--max-tokens", "0"]])
+def test_out_of_range_chat_flags_are_refused(tmp_path, flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        nanobench(["chat", "--run-dir", str(tmp_path), *flag])
+    assert exc.value.code == 2
+    assert flag[0] in capsys.readouterr().err

@@ -230,6 +230,9 @@ def test_stage_all_six_tasks_with_real_engine(tok, tmp_path):
     out = chat_eval.run(cfg, rt)
     assert out["chatcore_reason"] is None and isinstance(out["chatcore"], float)
     assert set(out["chatcore_tasks"]) == set(CHATCORE_TASKS) and out["examples"] == 12
+    # issue 16 items 8, 14: the result names each task's rows / wording (here the offline stand-ins)
+    assert set(out["task_rows"]) == set(CHATCORE_TASKS)
+    assert "A-D by position" in out["task_rows"]["ARC-Easy"] and "nanobench's own" in out["task_rows"]["SpellingBee"]
     assert -1.0 / 3.0 <= out["chatcore"] <= 1.0
     from nanochat_core import sandbox
 

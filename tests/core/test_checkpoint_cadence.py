@@ -68,8 +68,51 @@ def test_a_stage_gets_the_cadence_from_the_harness_options():
 
 def test_a_newer_complete_checkpoint_prunes_the_older_ones(tmp_path):
     model = build_model(GPTConfig.from_depth(1, vocab_size=64, seq_len=8), torch.device("cpu"), seed=0)
-    for step in (5, 10):
+    for step in (5, 10, 15, 20):
         ckpt.save_checkpoint(tmp_path, step, model=model, meta={}, optimizer_state={"s": step}, train_state={"t": step})
+    # the newest complete step and the one before it stay (a resume needs one; the other is a spare)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "meta_000010.json", "model_000010.pt", "optim_000010_rank0.pt", "state_000010_rank0.pt"]
-    assert ckpt.latest_step(tmp_path) == 10
+        "meta_000015.json", "meta_000020.json", "model_000015.pt", "model_000020.pt",
+        "optim_000015_rank0.pt", "optim_000020_rank0.pt", "state_000015_rank0.pt", "state_000020_rank0.pt"]
+    assert ckpt.latest_step(tmp_path) == 20
+
+
+def _two_rank_worker(rank: int, port: int, out) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from nanochat_core.common import Runtime
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        rt = Runtime(device=torch.device("cpu"), rank=rank, world_size=2)
+        clock = FakeClock()
+        c = CheckpointCadence(every_seconds=60, clock=clock)
+        clock.t = 61.0 if rank == 0 else 5.0  # only rank 0's clock says the interval is over
+        out.put((rank, c.due(3, 0, rt=rt), c.due(4, 0, rt=rt)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_agree_on_a_time_based_checkpoint():
+    """Clocks differ between ranks: the time rule is reduced over ranks so that all save at the same step
+    (a rank that skipped the save would leave the others waiting in its barrier)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_two_rank_worker, args=(r, port, out)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    # step 3: rank 0's interval is over, so both save; step 4: its timer restarted, nobody saves
+    assert results == [(0, True, False), (1, True, False)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from concurrent.futures import wait
 
 import numpy as np
 import pytest
@@ -227,3 +228,14 @@ def test_flatten_with_bos_equals_the_token_by_token_concatenation():
     got = flatten_with_bos(docs, 1)
     assert got.dtype == np.int32 and np.array_equal(got, expected)
     assert flatten_with_bos([], 1).shape == (0,)
+
+
+def test_close_cancels_queued_prefetches_and_the_loader_still_works(files, tok):
+    straight = _take(_loader(files, tok, B=8, threads=0), 12)
+    loader = _loader(files, tok, B=8)
+    first = _take(loader, 2)
+    loader.close()
+    pending = [s._ahead[1] for s in loader.streams.values() if s._ahead is not None]
+    wait([f for f in pending if not f.cancelled()], timeout=60)  # the row group being tokenized finishes
+    assert all(f.done() for f in pending) and loader._executor is None
+    assert first + _take(loader, 10) == straight  # cancelled prefetches are loaded inline, same tokens

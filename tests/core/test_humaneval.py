@@ -33,6 +33,13 @@ def test_code_extraction_follows_origs_fence_rules(completion: str, code: str) -
     assert extract_code(completion) == code
 
 
+def test_reference_answer_is_prompt_newline_solution_as_orig_builds_it() -> None:
+    task = HumanEval(source="shipped", stop=2)
+    conv = task.get_example(0)
+    row = next(r for r in task.rows if r["task_id"] == conv["task_id"])
+    assert conv["messages"][1]["content"] == row["prompt"] + "\n" + row["canonical_solution"]
+
+
 def test_only_leading_imports_are_kept() -> None:
     prompt = "\n# helper\nimport math\n  from typing import List\n\ndef f(x):\n    import os\n    return x\nimport sys\n"
     assert prompt_imports(prompt) == ["import math", "from typing import List"]

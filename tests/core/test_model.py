@@ -237,3 +237,17 @@ def test_rotary_tables_are_bf16_on_cuda_rounded_from_fp32():
     inv = 1.0 / (10_000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
     freqs = torch.outer(torch.arange(model.cos.size(1), dtype=torch.float32), inv)
     assert torch.equal(model.cos[0, :, 0].to(torch.bfloat16), freqs.cos().bfloat16())
+
+
+def test_model_builds_its_rotary_tables_in_the_device_rotary_dtype(monkeypatch):
+    """What a CUDA model does: tables in bf16 (rounded from the fp32 angles), and the forward uses them."""
+    import nanochat_core.model as model_mod
+
+    fp32 = build_model(small_config(), CPU, seed=0)
+    monkeypatch.setattr(model_mod, "rotary_dtype", lambda device: torch.bfloat16)
+    bf16 = build_model(small_config(), CPU, seed=0)
+    assert bf16.cos.dtype == torch.bfloat16 and bf16.sin.dtype == torch.bfloat16
+    assert torch.equal(bf16.cos, fp32.cos.bfloat16()) and torch.equal(bf16.sin, fp32.sin.bfloat16())
+    idx = torch.randint(0, 97, (1, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.isfinite(bf16(idx)).all()

@@ -458,3 +458,19 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, clip):
     _dist_steps(params, opt, 0, 1)
     for a, b in zip(params, two):
         torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_update_functions_match_eager():
+    """What CUDA runs (torch.compile of Newton-Schulz and the AdamW update), checked on the CPU."""
+    import shutil
+
+    if not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("no C++ compiler for inductor's CPU backend")
+    eager_p, compiled_p = _toy_params(), _toy_params()
+    eager = _ours(*eager_p, grad_clip=1.0)
+    compiled = _ours(*compiled_p, grad_clip=1.0, compile=True)
+    _run_steps(eager, eager_p, range(3))
+    _run_steps(compiled, compiled_p, range(3))
+    for a, b in zip(eager_p, compiled_p):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

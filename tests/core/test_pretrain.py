@@ -60,7 +60,7 @@ def _stage_args(config: Path, run_dir: Path, cache: Path) -> list[str]:
 
 def test_prepared_inputs(prepared):
     res = prepared.tokenizer_result
-    assert res["vocab_size"] == 512 and res["train_chars"] == prepared.cfg.tokenizer.max_chars
+    assert res["vocab_size"] == 512 and res["train_chars"] >= prepared.cfg.tokenizer.max_chars  # the last doc is kept whole (ORIG)
     assert (prepared.tokenizer_dir / "tokenizer.json").exists()
 
 

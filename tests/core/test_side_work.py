@@ -142,3 +142,14 @@ def test_chat_eval_scores_the_mid_checkpoint_too(tmp_path, side):
         assert len(chatcore) == 2
     else:
         assert not (phase / "mid").exists() and "mid" not in out["side_work"]
+
+
+def test_result_metrics_say_whether_side_work_ran():
+    from bench.result import collect_metrics
+
+    on = {"orig_side_work": True, "seconds": {"core": 12.5}, "core": [{"step": 2000, "core": 0.1}]}
+    off = {"orig_side_work": False, "seconds": {}}
+    metrics = collect_metrics({"pretrain": {"result": {"side_work": on}}, "base_eval": {"result": {"side_work": off}},
+                               "chat_eval": {"result": {}}})
+    assert metrics["side_work"] == {"orig_side_work": True, "stages": {"pretrain": on, "base_eval": off}}
+    assert "side_work" not in collect_metrics({"pretrain": {"result": {}}})

@@ -50,9 +50,16 @@ def test_sigkill_mid_pretrain_resumes_from_the_harness_checkpoint(tmp_path):
     ref_dir = ref_root / "runs" / "reference"
     ref_result = json.loads((ref_dir / "result.json").read_text())
     assert ref_result["resume"] == {"resumed": False, "resumes": 0, "carried_seconds": 0.0, "resumed_phases": []}
-    # intermediate checkpoints are pruned once a newer one is complete: only the final step remains
+    # the same bundle records the machine's load and the step-time spread (issue 18, item 3) and the preflight
+    cond = ref_result["run_conditions"]
+    assert {"busy", "allow_busy", "reason", "load_before", "load_during", "step_time"} <= set(cond)
+    assert cond["step_time"]["p50"] > 0 and cond["step_time"]["p95"] >= cond["step_time"]["p50"]
+    assert cond["load_during"]["samples"] >= 1 and cond["allow_busy"] is False
+    assert ref_result["preflight"]["network"]["needed"] is False
+    # the harness cadence checkpointed at 5, 10, ..., 25 (the workload alone would not); older ones are pruned,
+    # the last two complete steps stay
     ckpts = sorted(p.name for p in (ref_dir / "artifacts" / "checkpoints" / "base").glob("model_*.pt"))
-    assert ckpts == ["model_000030.pt"], ckpts
+    assert ckpts == ["model_000025.pt", "model_000030.pt"], ckpts
 
     _write(root)
     shutil.copytree(ref_root / "cache", root / "cache")

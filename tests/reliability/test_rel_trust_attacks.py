@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from bench.leaderboard.build import build_site
 from bench.leaderboard.model import collect
 from bench.submission import SubmissionError, submit_bundle
 from bench.verify import verify_bundle
-from tests.bench.real_bundle import file_by_hand, load_result, real_bundle, register_key, reprice, write_result
+from tests.bench.real_bundle import file_by_hand, load_result, real_bundle, register_key
 
 ATTACKS = [
     "partial run (download,tokenizer, --no-probe, no scores)",
