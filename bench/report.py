@@ -206,7 +206,7 @@ def _stage_table(metrics: Mapping[str, Any]) -> str:
     if chat:
         rows.append(row("ChatCORE (centered)", {chat_col: chat.get("score")}))
     return ("## Stages\n\n" + _table(rows, ["metric", *stages])
-            + "\n\n`-`: not measured at that stage. nanobench runs no RL stage, so the RL column stays empty.")
+            + "\n\n`-`: not measured at that stage (the RL column is filled only by presets that run the `rl` stage, e.g. `speedrun-rl`).")
 
 
 def _task_counts(metric: Any) -> dict[str, int]:
