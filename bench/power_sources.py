@@ -200,8 +200,8 @@ def map_visible_nvml(nvml: Any, visible: str | None, used: int | None = None) ->
     buses: list[str | None] = []
     for i in range(count):
         h = nvml.nvmlDeviceGetHandleByIndex(i)
-        uuids.append(_text_or_none(_call(nvml, "nvmlDeviceGetUUID", h)))
-        pci = _call(nvml, "nvmlDeviceGetPciInfo", h)
+        uuids.append(text_or_none(call_or_none(nvml, "nvmlDeviceGetUUID", h)))
+        pci = call_or_none(nvml, "nvmlDeviceGetPciInfo", h)
         bus = getattr(pci, "busId", None) if pci is not None else None
         buses.append(_norm_bus_id(error_text(bus)) if bus is not None else None)
     chosen: list[int] = []
@@ -241,7 +241,8 @@ def _match_entry(nvml: Any, entry: str, count: int, uuids: list[str | None], bus
     raise VisibleDevicesError(f"CUDA_VISIBLE_DEVICES entry {entry!r} is not an index, GPU-/MIG- UUID or PCI bus id of a GPU here")
 
 
-def _call(module: Any, name: str, *args: Any) -> Any:
+def call_or_none(module: Any, name: str, *args: Any) -> Any:
+    """``module.name(*args)``, or None when the library lacks the call or it raises (optional facts)."""
     fn = getattr(module, name, None)
     if fn is None:
         return None
@@ -251,7 +252,7 @@ def _call(module: Any, name: str, *args: Any) -> Any:
         return None
 
 
-def _text_or_none(value: Any) -> str | None:
+def text_or_none(value: Any) -> str | None:
     return None if value is None else error_text(value)
 
 
@@ -350,7 +351,7 @@ class AmdSmiGpus:
                 entries = [e.strip() for e in visible.split(",") if e.strip()]
             if used is not None:
                 entries = entries[: max(0, used)]
-            uuids = [_text_or_none(_call(module, "amdsmi_get_gpu_device_uuid", h)) for h in handles]
+            uuids = [text_or_none(call_or_none(module, "amdsmi_get_gpu_device_uuid", h)) for h in handles]
             chosen: list[int] = []
             for entry in entries:
                 if entry.isdigit() and int(entry) < len(handles):
@@ -402,7 +403,7 @@ class AmdSmiGpus:
         out = []
         for handle in self.handles:
             temp = _query(getattr(m, "amdsmi_get_temp_metric", None), handle, temp_type, temp_metric)
-            clock = _call(m, "amdsmi_get_clock_info", handle, clk_type)
+            clock = call_or_none(m, "amdsmi_get_clock_info", handle, clk_type)
             mhz = clock.get("clk") if isinstance(clock, dict) else None
             out.append((temp, mhz if isinstance(mhz, (int, float)) else None, None))
         return out

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from bench import __version__
-from bench.power_sources import AmdSmiGpus, NvmlGpus, error_text
+from bench.power_sources import AmdSmiGpus, NvmlGpus, call_or_none, error_text, text_or_none
 
 _HOST_SALT = b"nanobench-host-v1:"
 _SUBPROCESS_TIMEOUT_S = 2.0
@@ -144,12 +144,12 @@ def describe_gpus(missing: _Unavailable, nvml: Any = None, amdsmi: Any = None) -
         m = gpus.nvml
         devices = []
         for index, handle, no_counter in zip(gpus.indices, gpus.handles, gpus.counter_unsupported):
-            mem = _nvml_call(m, "nvmlDeviceGetMemoryInfo", handle)
-            limit = _nvml_call(m, "nvmlDeviceGetEnforcedPowerLimit", handle) or _nvml_call(
+            mem = call_or_none(m, "nvmlDeviceGetMemoryInfo", handle)
+            limit = call_or_none(m, "nvmlDeviceGetEnforcedPowerLimit", handle) or call_or_none(
                 m, "nvmlDeviceGetPowerManagementLimit", handle
             )
-            name = _nvml_call(m, "nvmlDeviceGetName", handle)
-            uuid = _nvml_call(m, "nvmlDeviceGetUUID", handle)
+            name = call_or_none(m, "nvmlDeviceGetName", handle)
+            uuid = call_or_none(m, "nvmlDeviceGetUUID", handle)
             devices.append(
                 {
                     "index": index,
@@ -160,8 +160,8 @@ def describe_gpus(missing: _Unavailable, nvml: Any = None, amdsmi: Any = None) -
                     "energy_counter": no_counter is None,
                 }
             )
-        driver = _nvml_call(m, "nvmlSystemGetDriverVersion")
-        cuda = _nvml_call(m, "nvmlSystemGetCudaDriverVersion")
+        driver = call_or_none(m, "nvmlSystemGetDriverVersion")
+        cuda = call_or_none(m, "nvmlSystemGetCudaDriverVersion")
         cuda_text = f"{cuda // 1000}.{(cuda % 1000) // 10}" if isinstance(cuda, int) else None
         if cuda_text is None:
             missing.note("gpus.cuda_driver_version", "NVML did not report a CUDA driver version")
@@ -185,22 +185,22 @@ def describe_amd_gpus(amdsmi: Any = None) -> dict[str, Any] | str:
     try:
         devices = []
         for index, handle, no_counter in zip(gpus.indices, gpus.handles, gpus.counter_unsupported):
-            asic = _nvml_call(m, "amdsmi_get_gpu_asic_info", handle) or {}
-            vram = _nvml_call(m, "amdsmi_get_gpu_vram_info", handle) or {}
-            cap = _nvml_call(m, "amdsmi_get_power_cap_info", handle) or {}
+            asic = call_or_none(m, "amdsmi_get_gpu_asic_info", handle) or {}
+            vram = call_or_none(m, "amdsmi_get_gpu_vram_info", handle) or {}
+            cap = call_or_none(m, "amdsmi_get_power_cap_info", handle) or {}
             vram_mb = vram.get("vram_size")
             cap_uw = cap.get("power_cap")
             devices.append({
                 "index": index,
                 "name": asic.get("market_name"),
-                "uuid": _text(_nvml_call(m, "amdsmi_get_gpu_device_uuid", handle)),
-                "pci_bus_id": _text(_nvml_call(m, "amdsmi_get_gpu_device_bdf", handle)),
+                "uuid": text_or_none(call_or_none(m, "amdsmi_get_gpu_device_uuid", handle)),
+                "pci_bus_id": text_or_none(call_or_none(m, "amdsmi_get_gpu_device_bdf", handle)),
                 "arch": asic.get("target_graphics_version"),
                 "memory_bytes": int(vram_mb) * 2**20 if isinstance(vram_mb, (int, float)) else None,
                 "power_limit_watts": cap_uw / 1e6 if isinstance(cap_uw, (int, float)) else None,
                 "energy_counter": no_counter is None,
             })
-        driver = (_nvml_call(m, "amdsmi_get_gpu_driver_info", gpus.handles[0]) or {}).get("driver_version")
+        driver = (call_or_none(m, "amdsmi_get_gpu_driver_info", gpus.handles[0]) or {}).get("driver_version")
         return {
             "count": len(devices),
             "vendor": "amd",
@@ -226,7 +226,7 @@ def amd_link_topology(amdsmi: Any, handles: list[Any]) -> str | None:
             if i == j:
                 cells.append("X")
                 continue
-            link = _nvml_call(amdsmi, "amdsmi_topo_get_link_type", a, b) or {}
+            link = call_or_none(amdsmi, "amdsmi_topo_get_link_type", a, b) or {}
             kind = link.get("type")
             cells.append(getattr(kind, "name", None) or (str(kind) if kind is not None else "?"))
         rows.append("\t".join([names[i], *cells]))
@@ -248,18 +248,6 @@ def rocm_version() -> str | None:
     return None
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else error_text(value)
-
-
-def _nvml_call(module: Any, name: str, *args: Any) -> Any:
-    fn = getattr(module, name, None)
-    if fn is None:
-        return None
-    try:
-        return fn(*args)
-    except Exception:
-        return None
 
 
 def gpu_topology(missing: _Unavailable) -> str | None:
