@@ -9,6 +9,7 @@ expect-style assertions (no strings evaluated in the page). Skipped when /usr/bi
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -75,5 +76,5 @@ def test_tool_call_is_rendered_as_a_call_and_its_result(url, tmp_path):
             browser.close()
     assert shot.stat().st_size > 5_000
     screenshots = ROOT / "docs" / "screenshots"
-    if screenshots.is_dir():
+    if screenshots.is_dir() and os.environ.get("NANOBENCH_UPDATE_SCREENSHOTS") == "1":
         (screenshots / "chat_tool_call.png").write_bytes(shot.read_bytes())
