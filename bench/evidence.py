@@ -374,6 +374,16 @@ def _float_cell(row: Mapping[str, Any], key: str, rel: str) -> float:
     return value
 
 
+def _mean_agrees(label: str, claimed: Any, centered: list[float], rel: str) -> str:
+    """The headline score must be the mean of the per-task centered scores recomputed from `rel`."""
+    if not centered:
+        raise Disagreement(f"{rel} lists no tasks")
+    mean = sum(centered) / len(centered)
+    if not _close(mean, claimed, 0, 2e-6):
+        raise Disagreement(f"{label} {claimed!r} != {mean:.6f}, the mean of {len(centered)} tasks in {rel}")
+    return f"{label} from {len(centered)} tasks"
+
+
 def check_scores(b: _Bundle) -> str | None:
     metrics = b.result.get("metrics") if isinstance(b.result.get("metrics"), dict) else {}
     names = {p["name"] for p in b.phases()}
@@ -402,12 +412,7 @@ def check_scores(b: _Bundle) -> str | None:
             if task in tasks and not _close(tasks[task], cen, 0, 2e-6):
                 raise Disagreement(f"metrics.core.tasks[{show(task)}] {tasks[task]!r} != {cen} in {rel}")
             centered.append(cen)
-        if not centered:
-            raise Disagreement(f"{rel} lists no tasks")
-        mean = sum(centered) / len(centered)
-        if not _close(mean, core.get("score"), 0, 2e-6):
-            raise Disagreement(f"CORE {core.get('score')!r} != {mean:.6f}, the mean of {len(centered)} tasks in {rel}")
-        done.append(f"CORE from {len(centered)} tasks")
+        done.append(_mean_agrees("CORE", core.get("score"), centered, rel))
     chat = metrics.get("chatcore")
     if "chat_eval" in names and isinstance(chat, dict) and chat.get("score") is not None:
         rel = "phases/chat_eval/chat_eval.csv"
@@ -427,12 +432,7 @@ def check_scores(b: _Bundle) -> str | None:
             if task in tasks and not _close(tasks[task], acc, 0, 2e-6):
                 raise Disagreement(f"metrics.chatcore.tasks[{show(task)}] {tasks[task]!r} != {correct:g}/{total:g} in {rel}")
             centered.append(cen)
-        if not centered:
-            raise Disagreement(f"{rel} lists no tasks")
-        mean = sum(centered) / len(centered)
-        if not _close(mean, chat.get("score"), 0, 2e-6):
-            raise Disagreement(f"ChatCORE {chat.get('score')!r} != {mean:.6f}, the mean of {len(centered)} tasks in {rel}")
-        done.append(f"ChatCORE from {len(centered)} tasks")
+        done.append(_mean_agrees("ChatCORE", chat.get("score"), centered, rel))
     return ", ".join(done) + " recompute" if done else None
 
 

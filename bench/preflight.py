@@ -52,27 +52,30 @@ class Divisibility:
         return not self.problems
 
 
+def _check_rows(out: Divisibility, stage: str, rows: int, split: str, divides: bool, device_batch: int, preset: str) -> None:
+    """A token-batch stage: its rows per step must split over the processes, then by a fixed device batch."""
+    world = out.world
+    if not divides:
+        out.problems.append(f"{stage}: {split} do not divide over {world} processes")
+    elif device_batch > 0 and (rows // world) % device_batch:
+        out.problems.append(f"{stage}: {rows // world} rows per process do not divide by device_batch_size "
+                            f"{device_batch}; set presets.{preset}.{stage}.device_batch_size = 0 (auto)")
+
+
 def check_divisibility(preset: Preset, phases: list[str], world: int) -> Divisibility:
     """Will every stage of `phases` split its batch over `world` processes? Adapts the SFT device batch."""
     w, name, out = preset.workload, preset.name, Divisibility(world)
     if "pretrain" in phases:
         pc = w.pretrain
         rows = pc.total_batch_tokens // pc.seq_len
-        if rows % world:
-            out.problems.append(f"pretrain: {rows} rows per step ({pc.total_batch_tokens:,} tokens / seq_len {pc.seq_len}) "
-                                f"do not divide over {world} processes")
-        elif pc.device_batch_size > 0 and (rows // world) % pc.device_batch_size:
-            out.problems.append(f"pretrain: {rows // world} rows per process do not divide by device_batch_size "
-                                f"{pc.device_batch_size}; set presets.{name}.pretrain.device_batch_size = 0 (auto)")
+        split = f"{rows} rows per step ({pc.total_batch_tokens:,} tokens / seq_len {pc.seq_len})"
+        _check_rows(out, "pretrain", rows, split, rows % world == 0, pc.device_batch_size, name)
     if "mid_train" in phases and w.mid_train.enabled:
-        mc = w.mid_train
-        rows = mc.total_batch_tokens // w.pretrain.seq_len
-        if mc.total_batch_tokens % w.pretrain.seq_len or rows % world:
-            out.problems.append(f"mid_train: {mc.total_batch_tokens:,} tokens per step = {rows} rows of {w.pretrain.seq_len} "
-                                f"do not divide over {world} processes")
-        elif mc.device_batch_size > 0 and (rows // world) % mc.device_batch_size:
-            out.problems.append(f"mid_train: {rows // world} rows per process do not divide by device_batch_size "
-                                f"{mc.device_batch_size}; set presets.{name}.mid_train.device_batch_size = 0 (auto)")
+        mc, seq = w.mid_train, w.pretrain.seq_len
+        rows = mc.total_batch_tokens // seq
+        split = f"{mc.total_batch_tokens:,} tokens per step = {rows} rows of {seq}"
+        _check_rows(out, "mid_train", rows, split, mc.total_batch_tokens % seq == 0 and rows % world == 0,
+                    mc.device_batch_size, name)
     if "sft" in phases and w.sft.enabled:
         sc = w.sft
         if sc.target_examples_per_step % world:

@@ -14,14 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed at /usr/bin/chromium (apt-get install chromium)"),
-]
+pytestmark = pytest.mark.browser  # Chromium comes from the `browser` fixture (conftest.py)
 
 sys.path.insert(0, str(ROOT / "tests" / "core"))
 from test_chat_web import ServerThread  # noqa: E402
@@ -39,45 +32,42 @@ def url():
         yield base
 
 
-def test_type_a_message_and_see_the_streamed_reply(url, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 960, "height": 640})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url)
-            page.wait_for_selector("#status-dot.ok")
-            page.fill("#input", "/topk 40")
-            page.press("#input", "Enter")
-            assert "top-k 40" in page.inner_text("#settings")
-            page.fill("#input", "/maxtokens 48")
-            page.press("#input", "Enter")
-            assert "max 48 tokens" in page.inner_text("#settings")
-            page.fill("#input", "Hello! What is 12 + 7?")
-            page.press("#input", "Enter")
-            page.wait_for_selector(".msg.user")
-            page.wait_for_function(
-                "() => { const a = document.querySelectorAll('.msg.assistant');"
-                " return a.length === 1 && !a[0].classList.contains('streaming') && a[0].textContent.length > 0; }",
-                timeout=30_000,
-            )
-            assert page.inner_text(".msg.user") == "Hello! What is 12 + 7?"
-            first_reply = page.inner_text(".msg.assistant")
-            assert first_reply.strip()
-            page.fill("#input", "Thanks. Tell me more.")
-            page.press("#input", "Enter")
-            page.wait_for_function(
-                "() => { const a = document.querySelectorAll('.msg.assistant');"
-                " return a.length === 2 && !a[1].classList.contains('streaming'); }",
-                timeout=30_000,
-            )
-            assert not errors, errors
-            shot = tmp_path / "chat_ui.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+def test_type_a_message_and_see_the_streamed_reply(browser, url, tmp_path):
+    page = browser.new_page(viewport={"width": 960, "height": 640})
+    try:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        page.wait_for_selector("#status-dot.ok")
+        page.fill("#input", "/topk 40")
+        page.press("#input", "Enter")
+        assert "top-k 40" in page.inner_text("#settings")
+        page.fill("#input", "/maxtokens 48")
+        page.press("#input", "Enter")
+        assert "max 48 tokens" in page.inner_text("#settings")
+        page.fill("#input", "Hello! What is 12 + 7?")
+        page.press("#input", "Enter")
+        page.wait_for_selector(".msg.user")
+        page.wait_for_function(
+            "() => { const a = document.querySelectorAll('.msg.assistant');"
+            " return a.length === 1 && !a[0].classList.contains('streaming') && a[0].textContent.length > 0; }",
+            timeout=30_000,
+        )
+        assert page.inner_text(".msg.user") == "Hello! What is 12 + 7?"
+        first_reply = page.inner_text(".msg.assistant")
+        assert first_reply.strip()
+        page.fill("#input", "Thanks. Tell me more.")
+        page.press("#input", "Enter")
+        page.wait_for_function(
+            "() => { const a = document.querySelectorAll('.msg.assistant');"
+            " return a.length === 2 && !a[1].classList.contains('streaming'); }",
+            timeout=30_000,
+        )
+        assert not errors, errors
+        shot = tmp_path / "chat_ui.png"
+        page.screenshot(path=str(shot), full_page=True)
+    finally:
+        page.close()
     assert shot.stat().st_size > 5_000
     if os.environ.get("NANOBENCH_UPDATE_SCREENSHOTS") == "1":  # tests leave the tracked tree alone unless asked
         dest = ROOT / "docs" / "screenshots" / "chat_ui.png"

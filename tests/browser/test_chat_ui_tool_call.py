@@ -16,14 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed at /usr/bin/chromium (apt-get install chromium)"),
-]
+pytestmark = pytest.mark.browser  # Chromium comes from the `browser` fixture (conftest.py)
 
 sys.path.insert(0, str(ROOT / "tests" / "core"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -43,37 +36,34 @@ def url():
         yield base
 
 
-def test_tool_call_is_rendered_as_a_call_and_its_result(url, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    expect = sync_api.expect
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 960, "height": 640})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url)
-            expect(page.locator("#run-info")).to_contain_text("run 20260101T000000Z-smoke-abc123 · sft checkpoint, step 34")
-            expect(page.locator("#warning")).to_be_visible()
-            expect(page.locator("#warning")).to_contain_text("nonsense")
-            page.fill("#input", "What is 12 + 7?")
-            page.press("#input", "Enter")
-            reply = page.locator(".msg.assistant:not(.streaming)")
-            expect(reply).to_have_count(1, timeout=30_000)
-            expect(reply.locator(".tool.call")).to_have_text("12+7")
-            expect(reply.locator(".tool.result")).to_have_text("19")
-            expect(reply).to_contain_text("so it is 19")
-            text = reply.inner_text()
-            assert "<|" not in text and "|>" not in text  # no raw special token anywhere
-            page.fill("#input", "And again?")  # the follow-up request (history with a tool call) is accepted
-            page.press("#input", "Enter")
-            expect(page.locator(".msg.assistant:not(.streaming)")).to_have_count(2, timeout=30_000)
-            expect(page.locator(".msg.error")).to_have_count(0)
-            assert not errors, errors
-            shot = tmp_path / "chat_tool_call.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+def test_tool_call_is_rendered_as_a_call_and_its_result(browser, url, tmp_path):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    page = browser.new_page(viewport={"width": 960, "height": 640})
+    try:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        expect(page.locator("#run-info")).to_contain_text("run 20260101T000000Z-smoke-abc123 · sft checkpoint, step 34")
+        expect(page.locator("#warning")).to_be_visible()
+        expect(page.locator("#warning")).to_contain_text("nonsense")
+        page.fill("#input", "What is 12 + 7?")
+        page.press("#input", "Enter")
+        reply = page.locator(".msg.assistant:not(.streaming)")
+        expect(reply).to_have_count(1, timeout=30_000)
+        expect(reply.locator(".tool.call")).to_have_text("12+7")
+        expect(reply.locator(".tool.result")).to_have_text("19")
+        expect(reply).to_contain_text("so it is 19")
+        text = reply.inner_text()
+        assert "<|" not in text and "|>" not in text  # no raw special token anywhere
+        page.fill("#input", "And again?")  # the follow-up request (history with a tool call) is accepted
+        page.press("#input", "Enter")
+        expect(page.locator(".msg.assistant:not(.streaming)")).to_have_count(2, timeout=30_000)
+        expect(page.locator(".msg.error")).to_have_count(0)
+        assert not errors, errors
+        shot = tmp_path / "chat_tool_call.png"
+        page.screenshot(path=str(shot), full_page=True)
+    finally:
+        page.close()
     assert shot.stat().st_size > 5_000
     screenshots = ROOT / "docs" / "screenshots"
     if screenshots.is_dir() and os.environ.get("NANOBENCH_UPDATE_SCREENSHOTS") == "1":
