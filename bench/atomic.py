@@ -7,12 +7,14 @@ on one filesystem), is fsynced, renamed over the target, and then the directory 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
+from typing import Any, Mapping
+
 from nanochat_core.atomic import fsync_dir  # one implementation for both packages
-from typing import Any
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644) -> Path:
@@ -41,6 +43,17 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int =
         raise
     fsync_dir(directory)
     return target
+
+
+def finite_json(obj: Any) -> Any:
+    """`obj` with every NaN/inf float replaced by None, through dicts, lists and tuples (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> Path:

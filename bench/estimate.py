@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.atomic import finite_json
 from bench.config import Preset, workload_to_json
 from bench.cost import Pricing, phase_cost
 from bench.phases import Launch, StageOutcome, phase_spec, run_stage
@@ -938,12 +939,3 @@ def _cuda_present() -> bool:
         return False
 
 
-def finite_json(obj: Any) -> Any:
-    """`obj` with every NaN/inf float replaced by None (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {k: finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(v) for v in obj]
-    return obj

@@ -31,6 +31,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from bench.atomic import finite_json
 from bench.phases import PHASE_NAMES as WORKLOAD_PHASES  # every registered stage writes phases/<name>/result.json
 from bench.safe_read import UnsafeFile, is_regular, parse_json, read_text, show
 MLLOG_PREFIX = ":::MLLOG "
@@ -59,14 +60,6 @@ def _close(a: Any, b: Any, rel: float = 1e-6, abs_: float = 1e-6) -> bool:
     return math.isclose(x, y, rel_tol=rel, abs_tol=abs_)
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 class _Bundle:
@@ -249,7 +242,7 @@ def check_state(b: _Bundle) -> str:
             raise Disagreement(f"phase {show(p['name'])}: state.json seconds {rec.get('seconds')!r} != result.json {p.get('seconds')!r}")
         if p["name"] in WORKLOAD_PHASES and (rec.get("result") or b.has(f"phases/{p['name']}/result.json")):
             stage = b.json(f"phases/{p['name']}/result.json")
-            if _finite(stage) != rec.get("result"):
+            if finite_json(stage) != rec.get("result"):
                 raise Disagreement(f"phases/{p['name']}/result.json differs from the record in state.json")
     extra = sorted(set(records) - {p["name"] for p in b.phases()})
     if extra:

@@ -9,14 +9,13 @@ stage restarts from its last checkpoint) and the time its first attempt spent is
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import write_json_atomic
+from bench.atomic import finite_json, write_json_atomic
 from bench.config import Preset, workload_to_json
 from bench.display import RunDisplay
 from bench.events import PHASE_START, PHASE_STOP, RUN_START, RUN_STOP, MLLogger
@@ -76,7 +75,7 @@ class RunState:
 
     def save(self) -> None:
         # a stage may report NaN/inf (a diverged loss); state.json stays strict JSON with null there
-        data: dict[str, Any] = {"phases": _finite(self.phases), "running": _finite(self.running)}
+        data: dict[str, Any] = {"phases": finite_json(self.phases), "running": finite_json(self.running)}
         if self.nonce is not None:
             data["nonce"] = self.nonce
         if self.secret is not None and self.nonce is not None:
@@ -84,15 +83,6 @@ class RunState:
         write_json_atomic(self.path, data)
 
 
-def _finite(obj: Any) -> Any:
-    """`obj` with every non-finite float replaced by None (recursively through dicts and lists)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def prior_attempt_seconds(state: RunState, name: str, run_dir: Path) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import os
 import secrets
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from bench import signing
+from bench.atomic import finite_json
 
 _CONTEXT = b"nanobench run-state seal v1"
 
@@ -41,19 +41,11 @@ def state_secret(key_dir: str | os.PathLike[str] | None = None) -> bytes:
     return hmac.new(raw, _CONTEXT, hashlib.sha256).digest()
 
 
-def _canonical(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    return obj
 
 
 def seal(secret: bytes, nonce: str, label: str, record: Any) -> str:
     """Hex HMAC of ``record`` (canonical JSON) bound to the run's nonce and the record's label."""
-    body = json.dumps(_canonical(record), sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+    body = json.dumps(finite_json(record), sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
     message = b"\0".join([nonce.encode(), label.encode(), body.encode()])
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
