@@ -23,11 +23,10 @@ rule a result breaks (empty list: it may rank):
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import Any, Mapping
 
-from bench.safe_read import show
+from bench.safe_read import is_finite_number, show
 
 
 @lru_cache(maxsize=32)
@@ -55,9 +54,6 @@ def _counted_by_registry(name: str) -> bool | None:
     except KeyError:
         return None
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_busy(result: Mapping[str, Any]) -> bool:
@@ -112,7 +108,7 @@ def ranking_problems(
         problems.append(f"determinism {show(det_class)}: the preset's determinism probe did not confirm the run")
     triple = result.get("triple") if isinstance(result.get("triple"), Mapping) else {}
     for key, label in (("core", "CORE"), ("chatcore", "ChatCORE")):
-        if not _is_number(triple.get(key)):
+        if not is_finite_number(triple.get(key)):
             problems.append(f"no {label} score")
     if pins_ok is False:
         problems.append(f"workload differs from the pinned spec ({pins_detail})" if pins_detail else "workload differs from the pinned spec")

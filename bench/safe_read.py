@@ -83,6 +83,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def is_finite_number(value: Any) -> bool:
+    """A JSON number that is a real, finite number (not a bool, not NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):

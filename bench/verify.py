@@ -36,7 +36,7 @@ from bench.bundle import MANIFEST, MANIFEST_VERSION, SIGNATURE, SUBMISSION_META,
 from bench.cost import Pricing, headline_score, phase_cost, triple
 from bench.hashing import sha256_file
 from bench.key_registry import KeyRegistry
-from bench.safe_read import UnsafeFile, is_regular, parse_json, read_bytes, show
+from bench.safe_read import UnsafeFile, is_finite_number, is_regular, parse_json, read_bytes, show
 
 RESULT = "result.json"
 MEASURED = "measured"
@@ -244,28 +244,24 @@ def check_schema(run_dir: str | os.PathLike[str]) -> CheckResult:
             return _fail(name, f"phase #{i} has no name")
         if not isinstance(phase.get("carried_seconds", 0.0), (int, float)) or isinstance(phase.get("carried_seconds"), bool):
             return _fail(name, f"phase {show(phase['name'])} carried_seconds must be a number")
-        if not _is_number(phase.get("seconds")):
+        if not is_finite_number(phase.get("seconds")):
             return _fail(name, f"phase {show(phase['name'])} has no finite numeric seconds")
         if phase["seconds"] < 0:
             return _fail(name, f"phase {show(phase['name'])} has negative seconds")
         if not isinstance(phase.get("counted"), bool):
             return _fail(name, f"phase {show(phase['name'])} has no boolean counted")
-        if not _is_number(phase.get("usd")):
+        if not is_finite_number(phase.get("usd")):
             return _fail(name, f"phase {show(phase['name'])} has no numeric usd")
         energy = phase.get("energy_joules")
-        if energy is not None and not _is_number(energy):
+        if energy is not None and not is_finite_number(energy):
             return _fail(name, f"phase {show(phase['name'])} energy_joules must be a number or null")
     return _pass(name, f"schema_version {version}, {len(result['phases'])} phases")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _close(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
-    if not (_is_number(a) and _is_number(b)):
+    if not (is_finite_number(a) and is_finite_number(b)):
         return False
     return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
 
